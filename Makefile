@@ -1,0 +1,37 @@
+# Quick start: `make run` (the default study) and `make test` (the test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+CORES ?= 2
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: run test report dry-run lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(SNAKEMAKE) --cores $(CORES)
+	@# The report is rebuilt only when some output is newer than it.
+	@if [ ! -f results/report.html ] || [ -n "$$(find results -newer results/report.html -type f -not -path 'results/.resume/*' -print -quit)" ]; then \
+		$(SNAKEMAKE) --report results/report.html; \
+	else echo "report up to date: results/report.html"; fi
+
+report: $(VENV)/.installed
+	$(SNAKEMAKE) --report results/report.html
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+dry-run: $(VENV)/.installed
+	$(SNAKEMAKE) -n --cores $(CORES)
+
+lint: $(VENV)/.installed
+	$(SNAKEMAKE) --lint
+
+clean:
+	rm -rf results/* .snakemake
+	touch results/.gitkeep

@@ -1,0 +1,3 @@
+"""distdyn: distillation dynamics of Vision Transformers."""
+
+__version__ = "0.1.0"

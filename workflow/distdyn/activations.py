@@ -1,0 +1,227 @@
+"""Activation dumps: every block's raw output on the fixed probe set, to HDF5.
+
+    python -m distdyn.activations probe --data JSON --probe JSON --out probe_indices.csv
+    python -m distdyn.activations dump CKPT.pt --data JSON --probe-file CSV --out FILE.h5 [--setting S] ...
+
+Layout of a dump (paper.md 2.1 and 2.4):
+  /blocks          [L, B, N, C]  block outputs before the final norm, prefix tokens dropped,
+                                 tokens in row-major grid order
+  /labels          [B]           true labels
+  /probe_indices   [B]           indices into the validation split
+  /logits          [B, classes]
+  /grad_magnitude  [L, B]        mean |d logit_target / d block output| over the block's whole output
+attributes: grid_h, grid_w, model, role, setting, seed, epoch, layer_names, config_hash, distdyn_version
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
+from .models import forward_with_blocks, load_checkpoint
+
+DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
+ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "layer_names", "config_hash", "distdyn_version")
+
+
+class DumpError(ValueError):
+    """An HDF5 file that is not a complete distdyn activation dump."""
+
+
+# ---------------------------------------------------------------- probe set
+
+
+def val_split(data_cfg: dict, img_size: int | None = None):
+    """The validation split as an indexable dataset of (image, label)."""
+    if data_cfg["source"] == "imagefolder":
+        return image_folder(data_cfg, False, data_cfg["img_size"] or img_size or 224)
+    return load_tensor_splits(data_cfg)[1]
+
+
+def val_labels(split) -> np.ndarray:
+    if isinstance(split, TensorSplit):
+        return split.labels.numpy()
+    return np.asarray(split.targets)
+
+
+def write_probe(data_cfg: dict, probe_cfg: dict, out: str | Path) -> pd.DataFrame:
+    """Choose the probe set and save it as CSV (index into the validation split, label)."""
+    labels = val_labels(val_split(data_cfg))
+    idx = probe_indices(labels, probe_cfg["size"], probe_cfg["seed"], probe_cfg["mode"])
+    df = pd.DataFrame({"index": idx, "label": labels[idx]})
+    _atomic_csv(df, out)
+    return df
+
+
+def _atomic_csv(df: pd.DataFrame, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+
+
+def probe_batches(split, indices: np.ndarray, batch_size: int):
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i:i + batch_size]
+        if isinstance(split, TensorSplit):
+            yield split.images[torch.as_tensor(idx)], split.labels[torch.as_tensor(idx)]
+        else:
+            items = [split[int(j)] for j in idx]
+            yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+# ---------------------------------------------------------------- dumping
+
+
+def block_outputs_and_grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """Block outputs [L, B, N, C], logits [B, K] and grad magnitudes [L, B] for one batch.
+
+    Forward hooks hold each block's whole output (prefix tokens included), which is
+    what the authors' backward hooks differentiate; the images are independent, so
+    the gradient of the summed target logits gives every image's own gradient.
+    """
+    held = []
+    hooks = [blk.register_forward_hook(lambda _m, _i, out: held.append(out)) for blk in model.blocks]
+    try:
+        with torch.enable_grad():
+            logits, feats = forward_with_blocks(model, x, None)
+            target = logits.gather(1, y.view(-1, 1)).sum()
+            grads = torch.autograd.grad(target, held)
+    finally:
+        for h in hooks:
+            h.remove()
+    blocks = torch.stack([f.detach().flatten(2).transpose(1, 2) for f in feats])
+    grad_mag = torch.stack([g.abs().flatten(1).mean(1) for g in grads])
+    return blocks, logits.detach(), grad_mag.detach(), feats[0].shape[-2:]
+
+
+def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: str | Path, meta: dict,
+         dtype: str = "float32", compression: str = "lzf", chunk_images: int = 64, batch_size: int = 128,
+         device: str = "cpu") -> Path:
+    """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename)."""
+    from .train import build_from_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    model = build_from_checkpoint(ckpt, device)
+    model.requires_grad_(True)
+    split = val_split(data_cfg, ckpt["overrides"].get("img_size"))
+    probe = pd.read_csv(probe_file)
+    indices = probe["index"].to_numpy()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            start = 0
+            for x, y in probe_batches(split, indices, batch_size):
+                blocks, logits, grad_mag, (gh, gw) = block_outputs_and_grads(model, x.to(device), y.to(device))
+                if start == 0:
+                    L, _, N, C = blocks.shape
+                    B = len(indices)
+                    f.create_dataset("blocks", shape=(L, B, N, C), dtype=dtype, chunks=(1, min(chunk_images, B), N, C),
+                                     compression=None if compression == "none" else compression)
+                    f.create_dataset("logits", shape=(B, logits.shape[1]), dtype="float32")
+                    f.create_dataset("grad_magnitude", shape=(L, B), dtype="float32")
+                    f.attrs.update({"grid_h": int(gh), "grid_w": int(gw), "layer_names": [f"blocks.{i}" for i in range(L)]})
+                stop = start + len(y)
+                f["blocks"][:, start:stop] = blocks.cpu().numpy().astype(dtype)
+                f["logits"][start:stop] = logits.cpu().numpy()
+                f["grad_magnitude"][:, start:stop] = grad_mag.cpu().numpy()
+                start = stop
+            f.create_dataset("labels", data=probe["label"].to_numpy().astype(np.int64))
+            f.create_dataset("probe_indices", data=indices.astype(np.int64))
+            f.attrs.update({"model": meta["model"], "role": meta["role"], "setting": meta["setting"],
+                            "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]),
+                            "config_hash": str(ckpt.get("spec_hash", "")), "distdyn_version": __version__,
+                            "arch": ckpt["arch"], "test_acc1": float(ckpt.get("test_acc1", float("nan")))})
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ---------------------------------------------------------------- reading
+
+
+def open_dump(path: str | Path) -> h5py.File:
+    """Open a dump read-only; a truncated, foreign or incomplete file raises DumpError naming it."""
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as e:
+        raise DumpError(f"{path}: not a readable HDF5 file ({e})") from e
+    missing = [d for d in DATASETS if d not in f] + [a for a in ATTRS if a not in f.attrs]
+    if missing:
+        f.close()
+        raise DumpError(f"{path}: not a complete distdyn activation dump (missing {', '.join(missing)})")
+    L, B, N, C = f["blocks"].shape
+    if f["grad_magnitude"].shape != (L, B) or f["labels"].shape != (B,) or f.attrs["grid_h"] * f.attrs["grid_w"] != N:
+        f.close()
+        raise DumpError(f"{path}: inconsistent shapes (blocks {f['blocks'].shape})")
+    return f
+
+
+def dump_meta(f: h5py.File) -> dict:
+    """The identifying attributes of an open dump."""
+    a = f.attrs
+    return {"model": str(a["model"]), "role": str(a["role"]), "setting": str(a["setting"]),
+            "seed": int(a["seed"]), "epoch": int(a["epoch"])}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import read_spec
+
+    p = argparse.ArgumentParser(prog="python -m distdyn.activations", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pp = sub.add_parser("probe", help="choose the probe set")
+    pp.add_argument("--data", required=True, help="data config (JSON or file)")
+    pp.add_argument("--probe", required=True, help="probe config (JSON or file)")
+    pp.add_argument("--out", required=True)
+    pd_ = sub.add_parser("dump", help="dump one or more checkpoints")
+    pd_.add_argument("checkpoints", nargs="+")
+    pd_.add_argument("--out", nargs="+", required=True, help="one HDF5 path per checkpoint")
+    pd_.add_argument("--data", required=True)
+    pd_.add_argument("--probe-file", required=True)
+    pd_.add_argument("--dump", default="{}", help="dump config (JSON): dtype, compression, chunk_images")
+    pd_.add_argument("--model-names", nargs="+", required=True, help="model identifier per checkpoint")
+    pd_.add_argument("--role", required=True, choices=["teacher", "student"])
+    pd_.add_argument("--setting", default="teacher")
+    pd_.add_argument("--seed", type=int, default=0)
+    pd_.add_argument("--threads", type=int, default=1)
+    pd_.add_argument("--gpu", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.cmd == "probe":
+        write_probe(read_spec(args.data), read_spec(args.probe), args.out)
+        return 0
+    if not len(args.checkpoints) == len(args.out) == len(args.model_names):
+        p.error("give one --out and one --model-names entry per checkpoint")
+    torch.set_num_threads(args.threads)
+    device = "cuda" if args.gpu > 0 and torch.cuda.is_available() else "cpu"
+    opts = read_spec(args.dump)
+    for ckpt, out, name in zip(args.checkpoints, args.out, args.model_names):
+        dump(ckpt, out, data_cfg=read_spec(args.data), probe_file=args.probe_file,
+             meta={"model": name, "role": args.role, "setting": args.setting, "seed": args.seed},
+             dtype=opts.get("dtype", "float32"), compression=opts.get("compression", "lzf"),
+             chunk_images=opts.get("chunk_images", 64), device=device)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

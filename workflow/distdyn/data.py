@@ -1,0 +1,298 @@
+"""Datasets, batching and the fixed probe set.
+
+Small sources (digits, Fashion-MNIST, CIFAR, synthetic) are held in memory as
+normalised tensors and augmented on the tensor, so batching is deterministic
+and fast; `imagefolder` streams from disk through a torch DataLoader.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A data source is missing or malformed; the message names the config key."""
+
+
+@dataclass
+class TensorSplit:
+    """Normalised images [N, C, H, W] (float32) and labels [N] (int64)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> "TensorSplit":
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return TensorSplit(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class DataInfo:
+    num_classes: int
+    in_chans: int
+    img_size: int
+    train_size: int
+    val_size: int
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
+        if zero != 0 or dtype_code != 0x08:
+            raise DataError(f"{path} is not an unsigned-byte IDX file (data.root)")
+        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"data.root: {root} has no {stem}[.gz] (expected the four Fashion-MNIST IDX files)")
+
+
+def _fashion_mnist(root: Path):
+    out = []
+    for prefix in ("train", "t10k"):
+        x = _read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+        y = _read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        out.append((x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)))
+    return out, 10
+
+
+def _cifar(root: Path, fine: bool):
+    key = b"fine_labels" if fine else b"labels"
+    folder = root / ("cifar-100-python" if fine else "cifar-10-batches-py")
+    if not folder.is_dir():
+        folder = root
+    files = (["train"], ["test"]) if fine else ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+    out = []
+    for names in files:
+        xs, ys = [], []
+        for name in names:
+            path = folder / name
+            if not path.is_file():
+                raise DataError(f"data.root: {path} not found (the CIFAR python-pickle folder)")
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        out.append((np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)))
+    return out, 100 if fine else 10
+
+
+def _digits(val_fraction: float, seed: int):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    y = d.target.astype(np.int64)
+    xtr, xva, ytr, yva = train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+    return [(xtr, ytr), (xva, yva)], 10
+
+
+def _synthetic(cfg: dict, val_fraction: float, seed: int):
+    """Class prototypes (smooth random images) plus Gaussian noise."""
+    from sklearn.model_selection import train_test_split
+
+    k, n, c, s = cfg["num_classes"], cfg["size"], cfg["channels"], cfg["img_size"]
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(k, c, s, s)).astype(np.float32)
+    y = np.arange(n) % k
+    x = protos[y] + cfg["noise"] * rng.normal(size=(n, c, s, s)).astype(np.float32)
+    xtr, xva, ytr, yva = train_test_split(x, y.astype(np.int64), test_size=val_fraction, stratify=y, random_state=seed)
+    return [(xtr, ytr), (xva, yva)], k
+
+
+def _root(cfg: dict) -> Path:
+    root = cfg["root"] or (FASHION_MNIST_DEFAULT if cfg["source"] == "fashion_mnist" else None)
+    if root is None:
+        raise DataError(f"data.root must be set for data.source={cfg['source']}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root: directory {root} does not exist")
+    return root
+
+
+def _read_source(cfg: dict):
+    source = cfg["source"]
+    if source == "digits":
+        return _digits(cfg["val_fraction"], cfg["split_seed"])
+    if source == "synthetic":
+        return _synthetic(cfg["synthetic"], cfg["val_fraction"], cfg["split_seed"])
+    if source == "fashion_mnist":
+        return _fashion_mnist(_root(cfg))
+    if source in ("cifar10", "cifar100"):
+        return _cifar(_root(cfg), fine=source == "cifar100")
+    raise DataError(f"data.source={source} is not an in-memory source")
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n indices with near-equal counts per class (the first classes take the remainder).
+
+    Within a class the choice is a seeded permutation; the result is sorted so
+    that file order is kept.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if n > len(labels):
+        raise DataError(f"asked for {n} images, the split has {len(labels)}")
+    rng = np.random.default_rng(seed)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
+    # A class smaller than its quota hands its shortfall to the others.
+    short = sum(max(0, quota[c] - len(pools[c])) for c in classes)
+    for c in classes:
+        quota[c] = min(quota[c], len(pools[c]))
+    for c in classes:
+        extra = min(short, len(pools[c]) - quota[c])
+        quota[c] += extra
+        short -= extra
+    return np.sort(np.concatenate([pools[c][: quota[c]] for c in classes]))
+
+
+def probe_indices(val_labels, size: int, seed: int, mode: str = "balanced") -> np.ndarray:
+    """Indices into the validation split of the fixed probe set."""
+    if mode == "authors":
+        return np.arange(size)
+    return balanced_subset(val_labels, size, seed)
+
+
+# ---------------------------------------------------------------- building
+
+
+def _to_split(x: np.ndarray, y: np.ndarray, cfg: dict, stats) -> TensorSplit:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if cfg["grayscale"] == "rgb" and t.shape[1] == 1:
+        t = t.repeat(1, 3, 1, 1)
+    size = cfg["img_size"]
+    if size and size != t.shape[-1]:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=size < t.shape[-1])
+    mean, std = stats
+    t = (t - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return TensorSplit(t.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
+def load_tensor_splits(cfg: dict) -> tuple[TensorSplit, TensorSplit, int]:
+    """(train, val, num_classes) for an in-memory source, normalised by train statistics."""
+    ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
+    if cfg["train_subset"]:
+        idx = balanced_subset(ytr, min(cfg["train_subset"], len(ytr)), cfg["split_seed"])
+        xtr, ytr = xtr[idx], ytr[idx]
+    if cfg["val_subset"]:
+        idx = balanced_subset(yva, min(cfg["val_subset"], len(yva)), cfg["split_seed"] + 1)
+        xva, yva = xva[idx], yva[idx]
+    channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
+    mean = torch.from_numpy(xtr.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32))
+    std = torch.from_numpy(xtr.std(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)).clamp_min(1e-6)
+    if channels != len(mean):
+        mean, std = mean.repeat(channels), std.repeat(channels)
+    return _to_split(xtr, ytr, cfg, (mean, std)), _to_split(xva, yva, cfg, (mean, std)), k
+
+
+_ARRAY_CACHE: dict = {}
+
+
+def _cached_arrays(cfg: dict):
+    """The raw splits and class count, parsed once per process (config checks and training share them)."""
+    key = repr(sorted((k, v) for k, v in cfg.items() if k in ("source", "root", "val_fraction", "split_seed", "synthetic")))
+    if key not in _ARRAY_CACHE:
+        _ARRAY_CACHE.clear()
+        _ARRAY_CACHE[key] = _read_source(cfg)
+    return _ARRAY_CACHE[key]
+
+
+def image_folder(cfg: dict, train: bool, img_size: int):
+    """torchvision ImageFolder over root/train or root/val with timm transforms."""
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    root = _root(cfg) / ("train" if train else "val")
+    if not root.is_dir():
+        raise DataError(f"data.root: {root} does not exist (imagefolder needs train/ and val/)")
+    aug = cfg["augment"]
+    tf = create_transform(
+        img_size, is_training=train and aug["timm"], auto_augment=aug["auto_augment"] if train else None,
+        re_prob=aug["re_prob"] if train else 0.0, hflip=0.5 if (train and aug["hflip"]) else 0.0,
+        interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        crop_pct=0.875,
+    )
+    return ImageFolder(str(root), transform=tf)
+
+
+def describe(cfg: dict) -> DataInfo:
+    """Sizes, classes and channels of the configured data, for config checks and model shapes."""
+    if cfg["source"] == "imagefolder":
+        root = _root(cfg)
+        for part in ("train", "val"):
+            if not (root / part).is_dir():
+                raise DataError(f"data.root: {root / part} does not exist (imagefolder needs train/ and val/)")
+        classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir())
+        count = lambda p: sum(len(files) for _, _, files in os.walk(root / p))  # noqa: E731
+        n_val = count("val")
+        return DataInfo(len(classes), 3, cfg["img_size"] or 224, count("train"),
+                        min(n_val, cfg["val_subset"] or n_val))
+    ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
+    channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
+    n_tr = min(len(ytr), cfg["train_subset"] or len(ytr))
+    n_va = min(len(yva), cfg["val_subset"] or len(yva))
+    return DataInfo(k, channels, cfg["img_size"] or xtr.shape[-1], n_tr, n_va)
+
+
+# ---------------------------------------------------------------- batching
+
+
+def augment_batch(x: torch.Tensor, aug: dict, gen: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, per image."""
+    pad = aug["crop_padding"]
+    if pad:
+        b, _, h, w = x.shape
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        rows = (dy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1)
+        cols = (dx.view(b, 1) + torch.arange(w)).view(b, 1, 1, w)
+        x = xp[torch.arange(b).view(b, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
+    if aug["hflip"]:
+        flip = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return x
+
+
+def tensor_batches(split: TensorSplit, batch_size: int, *, shuffle: bool = False, gen: torch.Generator | None = None,
+                   aug: dict | None = None, drop_last: bool = False, shard: tuple[int, int] = (0, 1)
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches; `shard=(rank, world)` takes every world-th image of each batch."""
+    n = len(split)
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    rank, world = shard
+    for i in range(0, stop, batch_size):
+        idx = order[i:i + batch_size][rank::world]
+        x = split.images[idx]
+        if aug is not None:
+            x = augment_batch(x, aug, gen)
+        yield x, split.labels[idx]

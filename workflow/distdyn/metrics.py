@@ -1,0 +1,327 @@
+"""Per-layer metrics of activation dumps (paper.md section 2), streamed in chunks.
+
+    python -m distdyn.metrics DUMP.h5 [DUMP.h5 ...] --out DIR [--entropy-range global|per_layer]
+    python -m distdyn.metrics gather --layers A.csv ... --spectra A.csv ... --out DIR
+    python -m distdyn.metrics accuracy LOG.jsonl ... --out DIR
+
+Definitions (the authors' code is the reference):
+  frequency_intensity  FFT over channels / C, mean |.| over images and positions, mean over all C bins
+  spectrum S(k)        the same mean |.| per bin, for k < C/2
+  entropy              per token, a `bins`-bin histogram of its C values over the min/max of the whole
+                       file (all layers), p = counts / C, -sum p log2 p; mean over images and positions
+  activation_magnitude mean |block output|
+  gradient_magnitude   mean |d logit_target / d block output| (from the dump)
+
+A dump is read one layer and `chunk_images` images at a time, so memory stays
+bounded whatever the file size; the global entropy range takes a first pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import dump_meta, open_dump
+
+SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
+ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
+LAYER_COLUMNS = [*ID_COLUMNS, "layer", "metric", "value", "ci_low", "ci_high"]
+SPECTRA_COLUMNS = [*ID_COLUMNS, "layer", "freq", "intensity"]
+
+
+@dataclass
+class DumpMetrics:
+    meta: dict
+    per_image: dict[str, np.ndarray]  # metric -> [L, B], each image's value (mean over its positions)
+    spectra: np.ndarray  # [L, C // 2]
+    channels: int
+
+    @property
+    def num_layers(self) -> int:
+        return self.spectra.shape[0]
+
+
+# ---------------------------------------------------------------- kernels (one chunk: [b, N, C])
+
+
+def channel_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """|FFT over channels| / C for every token: [b, N, C] -> [b, N, C] (float64)."""
+    return torch.fft.fft(x.double(), dim=-1).abs() / x.shape[-1]
+
+
+def histogram_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
+    """The bin edges numpy's np.histogram uses for float32 data on range (lo, hi)."""
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return torch.from_numpy(np.linspace(np.float32(lo), np.float32(hi), bins + 1, dtype=np.float32))
+
+
+def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (bits) of each token's channel-value histogram: [b, N, C] -> [b, N].
+
+    Binning matches np.histogram exactly: bin i holds edges[i] <= v < edges[i+1], the
+    last bin also holds its right edge, values outside the range are dropped.
+    """
+    bins = len(edges) - 1
+    x = x.float()
+    idx = torch.bucketize(x, edges[1:-1], right=True)
+    inside = (x >= edges[0]) & (x <= edges[-1])
+    counts = torch.zeros(*x.shape[:-1], bins, dtype=torch.float64)
+    counts.scatter_add_(-1, idx, inside.double())
+    p = counts / x.shape[-1]
+    return -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(-1)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer min and max of a [L, B, N, C] dataset, streamed."""
+    L, B = blocks.shape[:2]
+    lo, hi = np.full(L, np.inf, dtype=np.float32), np.full(L, -np.inf, dtype=np.float32)
+    for layer in range(L):
+        for b0, b1 in _chunks(B, chunk_images):
+            x = torch.from_numpy(np.asarray(blocks[layer, b0:b1], dtype=np.float32))
+            lo[layer] = min(lo[layer], x.min().item())
+            hi[layer] = max(hi[layer], x.max().item())
+    return lo, hi
+
+
+def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
+                 chunk_images: int = 256) -> DumpMetrics:
+    """All layer metrics of one dump, never holding more than one chunk of it in memory."""
+    with open_dump(path) as f:
+        blocks = f["blocks"]
+        L, B, N, C = blocks.shape
+        chunk_images = max(1, min(chunk_images, B))
+        lo, hi = value_range(blocks, chunk_images)
+        if entropy_range == "global":
+            lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
+        elif entropy_range != "per_layer":
+            raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
+        per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
+        spectra = np.zeros((L, C // 2))
+        for layer in range(L):
+            edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins)
+            spec_sum = torch.zeros(C, dtype=torch.float64)
+            for b0, b1 in _chunks(B, chunk_images):
+                x = torch.from_numpy(np.asarray(blocks[layer, b0:b1], dtype=np.float32))
+                mag = channel_spectrum(x)
+                spec_sum += mag.sum((0, 1))
+                per_image["frequency_intensity"][layer, b0:b1] = mag.mean((1, 2)).numpy()
+                per_image["entropy"][layer, b0:b1] = token_entropy(x, edges).mean(1).numpy()
+                per_image["activation_magnitude"][layer, b0:b1] = x.double().abs().mean((1, 2)).numpy()
+            spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
+        per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
+        meta = dump_meta(f)
+    return DumpMetrics(meta, per_image, spectra, C)
+
+
+def compute_in_memory(blocks: np.ndarray, grad_magnitude: np.ndarray | None = None, *, entropy_range: str = "global",
+                      bins: int = 100) -> dict[str, np.ndarray]:
+    """The same per-layer means from a whole [L, B, N, C] array at once (reference for the engine and tests)."""
+    x = torch.from_numpy(np.asarray(blocks, dtype=np.float32))
+    if entropy_range == "global":
+        lo, hi = [x.min().item()] * len(x), [x.max().item()] * len(x)
+    else:
+        lo, hi = x.amin((1, 2, 3)).tolist(), x.amax((1, 2, 3)).tolist()
+    mag = channel_spectrum(x)
+    out = {"frequency_intensity": mag.mean((1, 2, 3)).numpy(),
+           "entropy": np.array([token_entropy(x[i], histogram_edges(lo[i], hi[i], bins)).mean().item()
+                                for i in range(len(x))]),
+           "activation_magnitude": x.double().abs().mean((1, 2, 3)).numpy(),
+           "spectra": mag.mean((1, 2))[:, : x.shape[-1] // 2].numpy()}
+    if grad_magnitude is not None:
+        out["gradient_magnitude"] = np.asarray(grad_magnitude, dtype=np.float64).mean(1)
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over the last axis (images), for each row."""
+    values = np.atleast_2d(values)
+    if resamples <= 0:
+        nan = np.full(values.shape[0], np.nan)
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
+    means = values[:, idx].mean(-1)  # [rows, resamples]
+    tail = 100 * (1 - level) / 2
+    return np.percentile(means, tail, axis=1), np.percentile(means, 100 - tail, axis=1)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def layer_rows(m: DumpMetrics, resamples: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Tidy rows (model, role, setting, seed, epoch, layer, metric, value, ci_low, ci_high), layer 1-based."""
+    frames = []
+    for metric in SCALAR_METRICS:
+        values = m.per_image[metric]
+        low, high = bootstrap_ci(values, resamples, level)
+        frames.append(pd.DataFrame({**m.meta, "layer": np.arange(1, len(values) + 1), "metric": metric,
+                                    "value": values.mean(1), "ci_low": low, "ci_high": high}))
+    return pd.concat(frames, ignore_index=True)[LAYER_COLUMNS]
+
+
+def spectra_rows(m: DumpMetrics) -> pd.DataFrame:
+    L, K = m.spectra.shape
+    freqs = np.fft.fftfreq(m.channels)[:K]
+    return pd.DataFrame({**m.meta, "layer": np.repeat(np.arange(1, L + 1), K), "freq": np.tile(freqs, L),
+                         "intensity": m.spectra.ravel()})[SPECTRA_COLUMNS]
+
+
+def checkpoint_label(model: str) -> str:
+    """'spectral_last/seed_0/epoch_4' -> 'epoch_4'; 'teacher' -> 'final'."""
+    tail = model.rsplit("/", 1)[-1]
+    return tail if tail.startswith(("epoch_", "final")) else "final"
+
+
+def entropy_wide(layers: pd.DataFrame) -> pd.DataFrame:
+    """The authors' layout: rows = checkpoints in epoch order then final, columns Layer_1..Layer_L."""
+    e = layers[layers.metric == "entropy"].copy()
+    e["checkpoint"] = e.model.map(checkpoint_label)
+    e["is_final"] = e.checkpoint == "final"
+    wide = e.pivot_table(index=["is_final", "epoch", "checkpoint"], columns="layer", values="value")
+    wide = wide.sort_index().reset_index(level=["is_final", "epoch"], drop=True)
+    wide.columns = [f"Layer_{c}" for c in wide.columns]
+    return wide.reset_index()
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically (temp file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int = 100, chunk_images: int = 256,
+                   bootstrap: int = 0, ci: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    layers, spectra = [], []
+    for path in dumps:
+        m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images)
+        layers.append(layer_rows(m, bootstrap, ci))
+        spectra.append(spectra_rows(m))
+    return pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    with open(path) as f:
+        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+
+
+def accuracy_table(logs: list[str], names: list[str], seeds: list[int], roles: list[str]) -> pd.DataFrame:
+    """Final and best top-1/top-5 and the epoch of the best, per run."""
+    rows = []
+    for path, name, seed, role in zip(logs, names, seeds, roles):
+        log = read_log(path)
+        best = log.loc[log.test_acc1.idxmax()]
+        last = log.iloc[-1]
+        rows.append({"role": role, "setting": name, "seed": seed, "final_acc1": last.test_acc1,
+                     "final_acc5": last.test_acc5, "best_acc1": best.test_acc1, "best_acc5": best.test_acc5,
+                     "best_epoch": int(best.epoch), "epochs": int(last.epoch),
+                     "final_train_loss_feat": last.get("train_loss_feat")})
+    return pd.DataFrame(rows)
+
+
+def training_curves(logs: list[str], names: list[str], seeds: list[int], roles: list[str]) -> pd.DataFrame:
+    """Every epoch's log line, tagged with its run."""
+    frames = [read_log(p).assign(role=r, setting=n, seed=s) for p, n, s, r in zip(logs, names, seeds, roles)]
+    cols = ["role", "setting", "seed", "epoch", "lr", "train_loss", "train_loss_base", "train_loss_feat",
+            "train_loss_dist", "test_loss", "test_acc1", "test_acc5", "seconds", "images_per_s"]
+    return pd.concat(frames, ignore_index=True).reindex(columns=cols)
+
+
+def accuracy_summary(acc: pd.DataFrame, reference: str = "logit") -> pd.DataFrame:
+    """Per setting: mean and standard deviation over seeds, and the difference to `reference`."""
+    students = acc[acc.role == "student"]
+    g = students.groupby("setting", sort=False)
+    out = pd.DataFrame({"n_seeds": g.size(), "final_acc1_mean": g.final_acc1.mean(), "final_acc1_std": g.final_acc1.std(ddof=1),
+                        "best_acc1_mean": g.best_acc1.mean(), "best_acc1_std": g.best_acc1.std(ddof=1),
+                        "final_acc5_mean": g.final_acc5.mean()}).reset_index()
+    ref = out.set_index("setting").final_acc1_mean.get(reference, np.nan)
+    out[f"delta_vs_{reference}"] = out.final_acc1_mean - ref
+    return out
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _compute_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m distdyn.metrics", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dumps", nargs="+", help="activation dumps (HDF5)")
+    p.add_argument("--out", required=True, help="directory for layers.csv and spectra.csv")
+    p.add_argument("--entropy-range", default="global", choices=["global", "per_layer"])
+    p.add_argument("--bins", type=int, default=100)
+    p.add_argument("--chunk-images", type=int, default=256)
+    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for ci_low/ci_high (0: none)")
+    p.add_argument("--ci", type=float, default=0.95)
+    p.add_argument("--entropy-wide", help="also write the authors' wide entropy CSV here")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins,
+                                     chunk_images=a.chunk_images, bootstrap=a.bootstrap, ci=a.ci)
+    write_csv(layers, Path(a.out) / "layers.csv")
+    write_csv(spectra, Path(a.out) / "spectra.csv")
+    if a.entropy_wide:
+        write_csv(entropy_wide(layers), a.entropy_wide)
+    return 0
+
+
+def _gather_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m distdyn.metrics gather")
+    p.add_argument("--tables", nargs="+", required=True, help="CSV files with the same columns")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    write_csv(pd.concat([pd.read_csv(t) for t in a.tables], ignore_index=True), a.out)
+    return 0
+
+
+def _accuracy_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m distdyn.metrics accuracy")
+    p.add_argument("--logs", nargs="+", required=True)
+    p.add_argument("--names", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, required=True)
+    p.add_argument("--roles", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="accuracy.csv")
+    p.add_argument("--summary", required=True, help="accuracy_summary.csv")
+    p.add_argument("--curves", required=True, help="curves.csv (every epoch of every run)")
+    a = p.parse_args(argv)
+    acc = accuracy_table(a.logs, a.names, a.seeds, a.roles)
+    write_csv(acc, a.out)
+    write_csv(accuracy_summary(acc), a.summary)
+    write_csv(training_curves(a.logs, a.names, a.seeds, a.roles), a.curves)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"gather": _gather_main, "accuracy": _accuracy_main}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    return _compute_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

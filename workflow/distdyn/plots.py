@@ -1,0 +1,209 @@
+"""Figures from the metric tables (PNG, one style).
+
+    python -m distdyn.plots --metrics DIR --out DIR --settings NAME [NAME ...]
+
+Reads layers.csv, spectra.csv, accuracy.csv, accuracy_summary.csv and curves.csv
+from the metrics directory; writes every figure in FIGURES plus one entropy
+heatmap per setting (entropy_heatmap_{setting}.png).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FIGURES = ("teacher_entropy", "teacher_intensity", "teacher_spectra", "teacher_magnitudes",
+           "entropy_profiles", "accuracy", "accuracy_curves")
+STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+         "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+         "axes.spines.right": False}
+
+
+def save(fig, path: Path) -> None:
+    """Save atomically: a killed job leaves no half-written PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _final_rows(layers: pd.DataFrame) -> pd.DataFrame:
+    return layers[layers.model.str.endswith("final") | (layers.role == "teacher")]
+
+
+def _teacher(layers: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return layers[(layers.role == "teacher") & (layers.metric == metric)].sort_values("layer")
+
+
+def _band(ax, df: pd.DataFrame, x, **kw):
+    line = ax.plot(x, df.value, marker="o", ms=4, **kw)[0]
+    if df.ci_low.notna().all():
+        ax.fill_between(x, df.ci_low, df.ci_high, color=line.get_color(), alpha=0.2, lw=0)
+    return line
+
+
+def teacher_bars(layers: pd.DataFrame, metric: str, ylabel: str, title: str, log: bool = False):
+    t = _teacher(layers, metric)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    err = None
+    if t.ci_low.notna().all():
+        err = np.vstack([t.value - t.ci_low, t.ci_high - t.value]).clip(min=0)
+    ax.bar(t.layer, t.value, yerr=err, color="#4c72b0", capsize=2)
+    ax.set(xlabel="teacher block (1-based)", ylabel=ylabel, title=title, xticks=t.layer)
+    if log:
+        ax.set_yscale("log")
+    return fig
+
+
+def teacher_spectra(spectra: pd.DataFrame):
+    t = spectra[spectra.role == "teacher"]
+    layers = sorted(t.layer.unique())
+    cols = min(4, len(layers))
+    rows = -(-len(layers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows), sharex=True, squeeze=False)
+    for ax, layer in zip(axes.flat, layers):
+        d = t[t.layer == layer]
+        ax.plot(d.freq, d.intensity, color="#4c72b0", lw=1.2)
+        ax.set_title(f"block {layer}", fontsize=10)
+        ax.set_yscale("log")
+    for ax in axes.flat[len(layers):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("channel frequency k/C")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean |FFT|/C")
+    fig.suptitle("Teacher channel spectra per block")
+    fig.tight_layout()
+    return fig
+
+
+def teacher_magnitudes(layers: pd.DataFrame):
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for ax, metric, label in zip(axes, ("activation_magnitude", "gradient_magnitude"),
+                                 ("mean |activation|", "mean |d logit / d activation|")):
+        t = _teacher(layers, metric)
+        _band(ax, t, t.layer, color="#c44e52")
+        ax.set(xlabel="teacher block (1-based)", ylabel=label, xticks=t.layer)
+    axes[0].set_title("Activation magnitude")
+    axes[1].set_title("Gradient magnitude")
+    fig.tight_layout()
+    return fig
+
+
+def entropy_heatmap(layers: pd.DataFrame, setting: str):
+    """Checkpoint x layer entropy, mean over seeds."""
+    e = layers[(layers.setting == setting) & (layers.metric == "entropy")].copy()
+    e["checkpoint"] = np.where(e.model.str.endswith("final"), "final", "epoch " + e.epoch.astype(str))
+    e["order"] = np.where(e.checkpoint == "final", np.inf, e.epoch)
+    grid = e.groupby(["order", "checkpoint", "layer"]).value.mean().unstack("layer").sort_index()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
+    im = ax.imshow(grid.values, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(grid.shape[1]), grid.columns)
+    ax.set_yticks(range(grid.shape[0]), grid.index.get_level_values("checkpoint"))
+    for (i, j), v in np.ndenumerate(grid.values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if v < np.nanmean(grid.values) else "black")
+    ax.set(xlabel="student block (1-based)", ylabel="checkpoint", title=f"Entropy (bits): {setting}")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="bits")
+    fig.tight_layout()
+    return fig
+
+
+def entropy_profiles(layers: pd.DataFrame, settings: list[str]):
+    """Final entropy vs relative depth for every setting, with the teacher's."""
+    final = _final_rows(layers[layers.metric == "entropy"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    t = final[final.role == "teacher"].sort_values("layer")
+    ax.plot(t.layer / t.layer.max(), t.value, color="black", lw=2.5, marker="s", label="teacher")
+    cmap = plt.get_cmap("tab10")
+    for i, s in enumerate(settings):
+        d = final[final.setting == s].groupby("layer")[["value", "ci_low", "ci_high"]].mean().reset_index()
+        if len(d):
+            _band(ax, d, d.layer / d.layer.max(), color=cmap(i % 10), label=s)
+    ax.set(xlabel="relative depth (block / number of blocks)", ylabel="entropy (bits)",
+           title="Final per-layer entropy")
+    ax.legend(ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(acc: pd.DataFrame, summary: pd.DataFrame, settings: list[str]):
+    s = summary.set_index("setting").reindex(settings)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(settings)), 4.2))
+    err = s.final_acc1_std.fillna(0).values if (s.n_seeds > 1).any() else None
+    colors = ["#55a868" if d >= 0 else "#c44e52" for d in s.delta_vs_logit.fillna(0)]
+    ax.bar(range(len(s)), s.final_acc1_mean, yerr=err, color=colors, capsize=3)
+    teacher = acc[acc.role == "teacher"]
+    if len(teacher):
+        ax.axhline(teacher.final_acc1.iloc[0], color="black", ls="--", lw=1, label="teacher")
+        ax.legend(frameon=False, loc="lower right")
+    for i, (m, d) in enumerate(zip(s.final_acc1_mean, s.delta_vs_logit)):
+        ax.text(i, m, f"{d:+.2f}", ha="center", va="bottom", fontsize=9)
+    lo = np.nanmin(s.final_acc1_mean) - 5
+    ax.set_ylim(max(0, lo), min(100, np.nanmax([s.final_acc1_mean.max(), teacher.final_acc1.max() if len(teacher) else 0]) + 3))
+    ax.set_xticks(range(len(s)), s.index, rotation=30, ha="right")
+    ax.set(ylabel="final top-1 (%)", title="Student top-1 (label: difference to logit KD)")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_curves(curves: pd.DataFrame, settings: list[str]):
+    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    cmap = plt.get_cmap("tab10")
+    for i, s in enumerate(settings):
+        d = curves[(curves.setting == s) & (curves.role == "student")].groupby("epoch").test_acc1.mean()
+        ax.plot(d.index, d.values, color=cmap(i % 10), label=s, lw=1.5)
+    ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Student top-1 during training")
+    ax.legend(ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str]) -> list[Path]:
+    m, out = Path(metrics_dir), Path(out_dir)
+    layers, spectra = pd.read_csv(m / "layers.csv"), pd.read_csv(m / "spectra.csv")
+    acc, summary = pd.read_csv(m / "accuracy.csv"), pd.read_csv(m / "accuracy_summary.csv")
+    curves = pd.read_csv(m / "curves.csv")
+    with plt.rc_context(STYLE):
+        figs = {
+            "teacher_entropy": teacher_bars(layers, "entropy", "entropy (bits)", "Teacher per-layer entropy", log=True),
+            "teacher_intensity": teacher_bars(layers, "frequency_intensity", "mean |FFT|/C",
+                                              "Teacher frequency intensity per layer"),
+            "teacher_spectra": teacher_spectra(spectra),
+            "teacher_magnitudes": teacher_magnitudes(layers),
+            "entropy_profiles": entropy_profiles(layers, settings),
+            "accuracy": accuracy_bars(acc, summary, settings),
+            "accuracy_curves": accuracy_curves(curves, settings),
+        }
+        figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
+        written = []
+        for name, fig in figs.items():
+            save(fig, out / f"{name}.png")
+            written.append(out / f"{name}.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m distdyn.plots", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--metrics", required=True, help="directory with the metric tables")
+    p.add_argument("--out", required=True, help="figure directory")
+    p.add_argument("--settings", nargs="+", required=True)
+    a = p.parse_args(argv)
+    for path in make_figures(a.metrics, a.out, a.settings):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+rule select_probe:
+    input:
+        code=code("data", "activations"),
+    output:
+        "results/teacher/probe_indices.csv",
+    params:
+        data=as_json(config["data"]),
+        probe=as_json(config["probe"]),
+    log:
+        "results/logs/select_probe.log",
+    shell:
+        "{PY} distdyn.activations probe --data {params.data:q} --probe {params.probe:q} --out {output} > {log} 2>&1"
+
+
+DUMP_SHELL = (
+    "{PY} distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
+    "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
+    "--dump {params.dump:q} --probe-file {input.probe} --gpu {resources.gpu} > {log} 2>&1"
+)
+
+
+rule dump_teacher_activations:
+    input:
+        code=code("data", "models", "activations"),
+        checkpoints="results/teacher/final.pt",
+        probe="results/teacher/probe_indices.csv",
+    output:
+        "results/activations/teacher.h5",
+    params:
+        names="teacher",
+        role="teacher",
+        setting="teacher",
+        seed=config["teacher"]["seed"],
+        data=as_json(config["data"]),
+        dump=as_json(config["dump"]),
+    log:
+        "results/logs/dump_activations/teacher.log",
+    benchmark:
+        "results/benchmarks/dump_activations/teacher.tsv"
+    resources:
+        gpu=RES["gpu"],
+        mem_mb=RES["dump_mem_mb"],
+        runtime=RES["dump_runtime"],
+    shell:
+        DUMP_SHELL
+
+
+rule dump_activations:
+    input:
+        code=code("data", "models", "activations"),
+        checkpoints=expand("results/students/{{setting}}/seed_{{seed}}/{ckpt}.pt", ckpt=STUDENT_CKPTS),
+        probe="results/teacher/probe_indices.csv",
+    output:
+        expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
+    params:
+        names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),
+        role="student",
+        setting=lambda w: w.setting,
+        seed=lambda w: w.seed,
+        data=as_json(config["data"]),
+        dump=as_json(config["dump"]),
+    log:
+        "results/logs/dump_activations/{setting}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/dump_activations/{setting}_seed_{seed}.tsv"
+    resources:
+        gpu=RES["gpu"],
+        mem_mb=RES["dump_mem_mb"],
+        runtime=RES["dump_runtime"],
+    shell:
+        DUMP_SHELL

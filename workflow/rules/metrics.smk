@@ -1,0 +1,91 @@
+METRIC_OPTS = (
+    f"--entropy-range {config['metrics']['entropy_range']} --bins {config['metrics']['bins']} "
+    f"--chunk-images {config['metrics']['chunk_images']} --bootstrap {config['metrics']['bootstrap']} "
+    f"--ci {config['metrics']['ci']}"
+)
+METRIC_SHELL = (
+    "{PY} distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
+    "--entropy-wide {output.entropy} > {log} 2>&1"
+)
+
+
+rule compute_teacher_metrics:
+    input:
+        code=code("activations", "metrics"),
+        dumps="results/activations/teacher.h5",
+    output:
+        layers="results/metrics/runs/teacher/layers.csv",
+        spectra="results/metrics/runs/teacher/spectra.csv",
+        entropy="results/metrics/entropy_teacher.csv",
+    params:
+        out="results/metrics/runs/teacher",
+        opts=METRIC_OPTS,
+    log:
+        "results/logs/compute_metrics/teacher.log",
+    benchmark:
+        "results/benchmarks/compute_metrics/teacher.tsv"
+    resources:
+        mem_mb=2500,
+    shell:
+        METRIC_SHELL
+
+
+rule compute_metrics:
+    input:
+        code=code("activations", "metrics"),
+        dumps=expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
+    output:
+        layers="results/metrics/runs/{setting}/seed_{seed}/layers.csv",
+        spectra="results/metrics/runs/{setting}/seed_{seed}/spectra.csv",
+        entropy="results/metrics/entropy_{setting}_seed_{seed}.csv",
+    params:
+        out=lambda w: f"results/metrics/runs/{w.setting}/seed_{w.seed}",
+        opts=METRIC_OPTS,
+    log:
+        "results/logs/compute_metrics/{setting}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/compute_metrics/{setting}_seed_{seed}.tsv"
+    resources:
+        mem_mb=2500,
+    shell:
+        METRIC_SHELL
+
+
+def run_tables(name):
+    return [f"results/metrics/runs/teacher/{name}"] + [
+        f"results/metrics/runs/{s}/seed_{seed}/{name}" for s, seed in student_runs()
+    ]
+
+
+rule gather_metrics:
+    input:
+        code=code("metrics"),
+        layers=run_tables("layers.csv"),
+        spectra=run_tables("spectra.csv"),
+    output:
+        layers="results/metrics/layers.csv",
+        spectra="results/metrics/spectra.csv",
+    log:
+        "results/logs/gather_metrics.log",
+    shell:
+        "({PY} distdyn.metrics gather --tables {input.layers} --out {output.layers} && "
+        "{PY} distdyn.metrics gather --tables {input.spectra} --out {output.spectra}) > {log} 2>&1"
+
+
+rule accuracy_tables:
+    input:
+        code=code("metrics"),
+        logs=["results/teacher/log.jsonl"] + [f"{run_dir(s, seed)}/log.jsonl" for s, seed in student_runs()],
+    output:
+        accuracy="results/metrics/accuracy.csv",
+        summary="results/metrics/accuracy_summary.csv",
+        curves="results/metrics/curves.csv",
+    params:
+        names=" ".join(["teacher"] + [s for s, _ in student_runs()]),
+        seeds=" ".join(str(x) for x in [config["teacher"]["seed"]] + [seed for _, seed in student_runs()]),
+        roles=" ".join(["teacher"] + ["student"] * len(student_runs())),
+    log:
+        "results/logs/accuracy_tables.log",
+    shell:
+        "{PY} distdyn.metrics accuracy --logs {input.logs} --names {params.names} --seeds {params.seeds} "
+        "--roles {params.roles} --out {output.accuracy} --summary {output.summary} --curves {output.curves} > {log} 2>&1"
