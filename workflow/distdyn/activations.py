@@ -75,7 +75,8 @@ def probe_batches(split, indices: np.ndarray, batch_size: int):
     for i in range(0, len(indices), batch_size):
         idx = indices[i:i + batch_size]
         if isinstance(split, TensorSplit):
-            yield split.images[torch.as_tensor(idx)], split.labels[torch.as_tensor(idx)]
+            idx = torch.from_numpy(np.array(idx, dtype=np.int64))
+            yield split.images[idx], split.labels[idx]
         else:
             items = [split[int(j)] for j in idx]
             yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])

@@ -162,15 +162,15 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         raise DataError(f"asked for {n} images, the split has {len(labels)}")
     rng = np.random.default_rng(seed)
     pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
-    quota = {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes)}
-    # A class smaller than its quota hands its shortfall to the others.
-    short = sum(max(0, quota[c] - len(pools[c])) for c in classes)
-    for c in classes:
-        quota[c] = min(quota[c], len(pools[c]))
-    for c in classes:
-        extra = min(short, len(pools[c]) - quota[c])
-        quota[c] += extra
-        short -= extra
+    # Water-filling: equal shares, a class smaller than its share hands the rest to the others.
+    quota, remaining = {c: 0 for c in classes}, n
+    while remaining:
+        open_ = [c for c in classes if quota[c] < len(pools[c])]
+        share, extra = divmod(remaining, len(open_))
+        for i, c in enumerate(open_):
+            add = min(len(pools[c]) - quota[c], share + (i < extra))
+            quota[c] += add
+            remaining -= add
     return np.sort(np.concatenate([pools[c][: quota[c]] for c in classes]))
 
 

@@ -189,6 +189,7 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     try:
         os.link(src, dst)

@@ -29,8 +29,10 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 
-# Jobs import distdyn from this checkout, installed or not.
-PY = f"PYTHONPATH={PKG_DIR}${{PYTHONPATH:+:$PYTHONPATH}} python -m"
+# Jobs run the Python that runs Snakemake (a venv need not be activated) and import
+# distdyn from this checkout, installed or not.
+PYENV = f"PYTHONPATH={PKG_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"
+PY = f"{PYENV} {sys.executable} -m"
 
 SETTINGS = setting_names(config)
 SEEDS = [int(s) for s in config["seeds"]]
@@ -60,8 +62,7 @@ def launcher(train_cfg):
     """python -m, or torchrun with one process per GPU for gpus > 1."""
     n = train_cfg["gpus"]
     if n > 1:
-        return (f"PYTHONPATH={PKG_DIR}${{PYTHONPATH:+:$PYTHONPATH}} "
-                f"torchrun --standalone --nproc_per_node={n} -m")
+        return f"{PYENV} {sys.executable} -m torch.distributed.run --standalone --nproc_per_node={n} -m"
     return PY
 
 

@@ -1,0 +1,125 @@
+from pathlib import Path
+
+import pytest
+from distdyn.config import (ConfigError, checkpoint_epochs, load_config, read_schema, resolve_pairs,
+                            student_spec, teacher_spec)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_is_valid_and_complete():
+    cfg = load_config(ROOT / "config.yaml")
+    names = [s["name"] for s in cfg["settings"]]
+    assert names == ["baseline", "logit", "spectral_first", "spectral_last", "spectral_first_last",
+                     "projector_first", "projector_last", "projector_first_last"]
+    assert cfg["seeds"] == [0]
+    d = cfg["distill"]
+    assert (d["alpha"], d["tau"], d["feature_weight"], d["label_smoothing"]) == (0.9, 1.0, 0.2, 0.1)
+    t, s = cfg["teacher"]["overrides"], cfg["student"]["overrides"]
+    assert t["depth"] >= 8 and s["embed_dim"] * 2 == t["embed_dim"] and s["depth"] <= t["depth"]
+
+
+def _walk(schema, path=""):
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{path}{name}", sub
+        yield from _walk(sub, f"{path}{name}.")
+
+
+def test_every_schema_key_has_a_description_and_default():
+    schema = read_schema()
+    for key, sub in _walk(schema):
+        if "$ref" in sub:
+            continue
+        assert "description" in sub, key
+        if not key.startswith("settings."):
+            assert "default" in sub, key
+    for name, sub in schema["definitions"]["train"]["properties"].items():
+        assert "description" in sub and "default" in sub, name
+
+
+def test_defaults_fill_an_empty_config(tmp_path):
+    cfg = load_config({})
+    assert cfg["data"]["source"] == "digits"
+    assert cfg["teacher"]["train"]["opt"] == "adamw"
+    assert cfg["student"]["overrides"] == {}
+
+
+def test_schema_error_names_the_key(tiny_raw):
+    tiny_raw["distill"] = {"alpha": 1.5}
+    with pytest.raises(ConfigError, match=r"distill\.alpha"):
+        load_config(tiny_raw)
+    tiny_raw["distill"] = {}
+    tiny_raw["settings"][0]["method"] = "fitnet"
+    with pytest.raises(ConfigError, match=r"settings\.0\.method"):
+        load_config(tiny_raw)
+
+
+def test_layer_beyond_student_depth(tiny_raw):
+    tiny_raw["settings"].append({"name": "bad", "method": "spectral", "layers": [[2, 0]]})
+    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*student block 2 is out of range.*2 blocks"):
+        load_config(tiny_raw)
+
+
+def test_layer_beyond_teacher_depth(tiny_raw):
+    tiny_raw["settings"].append({"name": "bad", "method": "mse", "layers": [[0, 3]]})
+    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*teacher block 3 is out of range"):
+        load_config(tiny_raw)
+
+
+def test_student_wider_than_teacher_for_spectral(tiny_raw):
+    tiny_raw["student"]["overrides"]["embed_dim"] = 32
+    with pytest.raises(ConfigError, match=r"settings\[2\]\.method.*student \(32\) is wider than the teacher \(16\)"):
+        load_config(tiny_raw)
+
+
+def test_two_settings_with_one_name(tiny_raw):
+    tiny_raw["settings"].append({"name": "logit", "method": "logit"})
+    with pytest.raises(ConfigError, match=r"settings\[4\]\.name.*two settings are named 'logit'"):
+        load_config(tiny_raw)
+
+
+def test_missing_data_path(tiny_raw, tmp_path):
+    tiny_raw["data"] = {"source": "fashion_mnist", "root": str(tmp_path / "nope")}
+    with pytest.raises(ConfigError, match=r"data\.root.*does not exist"):
+        load_config(tiny_raw)
+
+
+def test_probe_larger_than_validation_split(tiny_raw):
+    tiny_raw["probe"]["size"] = 33  # 160 images * 0.2 = 32 in validation
+    with pytest.raises(ConfigError, match=r"probe\.size.*33 probe images requested, the validation split has 32"):
+        load_config(tiny_raw)
+
+
+def test_missing_teacher_checkpoint(tiny_raw, tmp_path):
+    tiny_raw["teacher"]["checkpoint"] = str(tmp_path / "teacher.pt")
+    with pytest.raises(ConfigError, match=r"teacher\.checkpoint.*does not exist"):
+        load_config(tiny_raw)
+
+
+def test_feature_method_needs_layers(tiny_raw):
+    tiny_raw["settings"].append({"name": "nolayers", "method": "projector"})
+    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*needs layers"):
+        load_config(tiny_raw)
+
+
+def test_resolve_pairs():
+    assert resolve_pairs("first", 12, 24) == [[0, 0]]
+    assert resolve_pairs("last", 12, 24) == [[11, 23]]
+    assert resolve_pairs("first_last", 12, 24) == [[0, 0], [11, 23]]
+    assert resolve_pairs([[11, 23], [1, 1]], 12, 24) == [[1, 1], [11, 23]]
+
+
+def test_checkpoint_epochs():
+    assert checkpoint_epochs({"epochs": 10, "checkpoint_every": 3}) == [3, 6, 9]
+    assert checkpoint_epochs({"epochs": 9, "checkpoint_every": 3}) == [3, 6]  # the last is final.pt
+    assert checkpoint_epochs({"epochs": 10, "checkpoint_every": [8, 2, 10, 12]}) == [2, 8]
+    assert checkpoint_epochs({"epochs": 10, "checkpoint_every": 0}) == []
+
+
+def test_student_spec_resolves_weights(tiny_cfg):
+    tiny_cfg["settings"][2]["alpha"] = 0.5
+    spec = student_spec(tiny_cfg, "spectral_last", 1)
+    s = spec["setting"]
+    assert (s["alpha"], s["tau"], s["feature_weight"], s["pairs"]) == (0.5, 1.0, 0.2, [[1, 2]])
+    assert spec["seed"] == 1 and spec["checkpoint_epochs"] == [1]
+    assert teacher_spec(tiny_cfg)["role"] == "teacher"

@@ -1,0 +1,155 @@
+import math
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from distdyn import metrics
+from distdyn.metrics import (LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, channel_spectrum, compute_dump,
+                             compute_in_memory, entropy_wide, histogram_edges, layer_rows, spectra_rows, token_entropy)
+
+
+def write_fake_dump(path, blocks, grads=None, **attrs):
+    """A dump in distdyn's layout from a raw [L, B, N, C] array."""
+    L, B, N, C = blocks.shape
+    side = int(math.isqrt(N))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("blocks", data=blocks, chunks=(1, min(B, 7), N, C))
+        f["labels"] = np.arange(B) % 3
+        f["probe_indices"] = np.arange(B)
+        f["logits"] = np.zeros((B, 3), np.float32)
+        f["grad_magnitude"] = grads if grads is not None else np.ones((L, B), np.float32)
+        f.attrs.update({"grid_h": side, "grid_w": N // side, "model": attrs.get("model", "teacher"),
+                        "role": attrs.get("role", "teacher"), "setting": attrs.get("setting", "teacher"),
+                        "seed": 0, "epoch": attrs.get("epoch", 5), "layer_names": [f"blocks.{i}" for i in range(L)],
+                        "config_hash": "x", "distdyn_version": "test"})
+    return path
+
+
+def reference(blocks, bins=100):
+    """The authors' analysis, literally: numpy FFT over the whole array, one np.histogram per token."""
+    F = np.transpose(blocks, (0, 1, 3, 2))  # [L, B, C, N] like their [L, B, C, H, W]
+    C = F.shape[2]
+    X = np.abs(np.fft.fft(F, axis=2) / C)
+    S = X.mean(axis=(1, 3))
+    lo, hi = F.min(), F.max()
+    H = np.zeros(F.shape[0])
+    for l in range(F.shape[0]):
+        vals = []
+        for b in range(F.shape[1]):
+            for n in range(F.shape[3]):
+                counts, _ = np.histogram(F[l, b, :, n], bins=bins, range=(lo, hi))
+                p = counts / C
+                p = p[p > 0]
+                vals.append(-(p * np.log2(p)).sum())
+        H[l] = np.mean(vals)
+    return {"spectra": S[:, : C // 2], "frequency_intensity": S.mean(1), "entropy": H,
+            "activation_magnitude": np.abs(F).mean(axis=(1, 2, 3))}
+
+
+def test_constant_token_has_zero_entropy():
+    x = torch.full((1, 1, 16), 0.3)
+    assert token_entropy(x, histogram_edges(-1.0, 1.0, 100)).item() == 0.0
+
+
+def test_one_value_per_bin_gives_log2_bins():
+    edges = histogram_edges(0.0, 1.0, 100)
+    centers = ((edges[:-1] + edges[1:]) / 2).view(1, 1, 100)
+    assert token_entropy(centers, edges).item() == pytest.approx(math.log2(100), rel=1e-12)
+
+
+def test_values_on_edges_follow_numpy():
+    edges = histogram_edges(-2.0, 3.0, 10)
+    x = torch.cat([edges, torch.tensor([-2.0, 3.0, 0.123])]).view(1, 1, -1)
+    counts, _ = np.histogram(x.numpy().ravel(), bins=10, range=(np.float32(-2.0), np.float32(3.0)))
+    p = counts[counts > 0] / x.shape[-1]
+    assert token_entropy(x, edges).item() == pytest.approx(-(p * np.log2(p)).sum(), rel=1e-12)
+
+
+def test_parseval_for_the_channel_fft():
+    x = torch.randn(3, 5, 24, dtype=torch.float64)
+    mag = channel_spectrum(x)  # |FFT| / C
+    torch.testing.assert_close((mag ** 2).sum(-1), (x ** 2).sum(-1) / 24)
+
+
+def test_global_range_outlier_lowers_other_layers_but_per_layer_does_not():
+    rng = np.random.default_rng(0)
+    blocks = rng.normal(size=(3, 4, 9, 32)).astype(np.float32)
+    with_outlier = blocks.copy()
+    with_outlier[2, 0, 0, 0] = 500.0
+    g0, g1 = compute_in_memory(blocks)["entropy"], compute_in_memory(with_outlier)["entropy"]
+    assert (g1[:2] < g0[:2] - 1.0).all()
+    p0 = compute_in_memory(blocks, entropy_range="per_layer")["entropy"]
+    p1 = compute_in_memory(with_outlier, entropy_range="per_layer")["entropy"]
+    np.testing.assert_array_equal(p0[:2], p1[:2])
+
+
+def test_engine_matches_the_authors_reference(tmp_path):
+    rng = np.random.default_rng(1)
+    blocks = (rng.normal(size=(3, 5, 16, 24)) * np.linspace(0.5, 3, 3)[:, None, None, None]).astype(np.float32)
+    path = write_fake_dump(tmp_path / "d.h5", blocks)
+    m = compute_dump(path, chunk_images=2)
+    ref = reference(blocks)
+    np.testing.assert_allclose(m.spectra, ref["spectra"], rtol=1e-5)
+    for key in ("frequency_intensity", "entropy", "activation_magnitude"):
+        np.testing.assert_allclose(m.per_image[key].mean(1), ref[key], rtol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 10, 64])
+@pytest.mark.parametrize("entropy_range", ["global", "per_layer"])
+def test_streaming_equals_in_memory(tmp_path, chunk, entropy_range):
+    rng = np.random.default_rng(2)
+    blocks = rng.standard_t(3, size=(4, 10, 9, 16)).astype(np.float32)
+    grads = rng.random((4, 10)).astype(np.float32)
+    path = write_fake_dump(tmp_path / "d.h5", blocks, grads)
+    m = compute_dump(path, chunk_images=chunk, entropy_range=entropy_range)
+    ref = compute_in_memory(blocks, grads, entropy_range=entropy_range)
+    np.testing.assert_allclose(m.spectra, ref["spectra"], rtol=1e-12)
+    for key in metrics.SCALAR_METRICS:
+        np.testing.assert_allclose(m.per_image[key].mean(1), ref[key], rtol=1e-12, err_msg=key)
+
+
+def test_bootstrap_interval_contains_the_estimate():
+    values = np.random.default_rng(0).normal(size=(5, 50))
+    lo, hi = bootstrap_ci(values, 300)
+    est = values.mean(1)
+    assert (lo <= est).all() and (est <= hi).all() and (hi - lo > 0).all()
+
+
+def test_tables_have_documented_columns(tmp_path):
+    rng = np.random.default_rng(3)
+    blocks = rng.normal(size=(2, 6, 4, 8)).astype(np.float32)
+    paths = [write_fake_dump(tmp_path / f"{n}.h5", blocks, model=f"logit/seed_0/{n}", role="student",
+                             setting="logit", epoch=e) for n, e in (("epoch_2", 2), ("final", 4))]
+    layers, spectra = metrics.compute_tables([str(p) for p in paths], bootstrap=10)
+    assert list(layers.columns) == LAYER_COLUMNS
+    assert list(spectra.columns) == SPECTRA_COLUMNS
+    assert len(layers) == 2 * 2 * len(metrics.SCALAR_METRICS)
+    assert sorted(layers.layer.unique()) == [1, 2]
+    assert len(spectra) == 2 * 2 * 4 and spectra.freq.max() < 0.5
+    wide = entropy_wide(layers)
+    assert list(wide.columns) == ["checkpoint", "Layer_1", "Layer_2"]
+    assert wide.checkpoint.tolist() == ["epoch_2", "final"]
+
+
+def test_accuracy_tables(tmp_path):
+    import json
+
+    def log(path, accs):
+        path.write_text("".join(json.dumps({"epoch": i + 1, "test_acc1": a, "test_acc5": 99.0, "train_loss_feat": 0.1})
+                                + "\n" for i, a in enumerate(accs)))
+        return str(path)
+
+    logs = [log(tmp_path / "t.jsonl", [90, 95]), log(tmp_path / "a.jsonl", [50, 70, 60]),
+            log(tmp_path / "b.jsonl", [55, 65, 64]), log(tmp_path / "c.jsonl", [40, 50, 58])]
+    acc = metrics.accuracy_table(logs, ["teacher", "logit", "logit", "spectral_last"], [0, 0, 1, 0],
+                                 ["teacher", "student", "student", "student"])
+    row = acc[(acc.setting == "logit") & (acc.seed == 0)].iloc[0]
+    assert (row.final_acc1, row.best_acc1, row.best_epoch) == (60, 70, 2)
+    summary = metrics.accuracy_summary(acc).set_index("setting")
+    assert summary.loc["logit", "final_acc1_mean"] == 62
+    assert summary.loc["logit", "final_acc1_std"] == pytest.approx(np.std([60, 64], ddof=1))
+    assert summary.loc["spectral_last", "delta_vs_logit"] == -4
+    assert "teacher" not in summary.index
