@@ -5,13 +5,15 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test report dry-run lint clean
+.PHONY: install run test report dry-run lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
+
+install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(SNAKEMAKE) --cores $(CORES)

@@ -106,9 +106,9 @@ def test_streaming_equals_in_memory(tmp_path, chunk, entropy_range):
     path = write_fake_dump(tmp_path / "d.h5", blocks, grads)
     m = compute_dump(path, chunk_images=chunk, entropy_range=entropy_range)
     ref = compute_in_memory(blocks, grads, entropy_range=entropy_range)
-    np.testing.assert_allclose(m.spectra, ref["spectra"], rtol=1e-12)
+    np.testing.assert_allclose(m.spectra, ref["spectra"], rtol=1e-9)
     for key in metrics.SCALAR_METRICS:
-        np.testing.assert_allclose(m.per_image[key].mean(1), ref[key], rtol=1e-12, err_msg=key)
+        np.testing.assert_allclose(m.per_image[key].mean(1), ref[key], rtol=1e-9, err_msg=key)
 
 
 def test_bootstrap_interval_contains_the_estimate():

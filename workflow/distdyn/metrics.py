@@ -52,8 +52,26 @@ class DumpMetrics:
 
 
 def channel_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """|FFT over channels| / C for every token: [b, N, C] -> [b, N, C] (float64)."""
+    """|FFT over channels| / C for every token: [b, N, C] -> [b, N, C] (float64; the plain definition)."""
     return torch.fft.fft(x.double(), dim=-1).abs() / x.shape[-1]
+
+
+def half_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """|FFT over channels| / C for bins 0..C//2 of real tokens: [b, N, C] -> [b, N, C//2 + 1].
+
+    A real signal's spectrum is conjugate-symmetric, so the other bins repeat these;
+    `fold_weights` counts each kept bin as often as it occurs in the full spectrum.
+    """
+    return torch.fft.rfft(x, dim=-1).abs() / x.shape[-1]
+
+
+def fold_weights(channels: int) -> torch.Tensor:
+    """Multiplicity of each rfft bin in the full C-bin spectrum (1 for DC and Nyquist, else 2)."""
+    w = torch.full((channels // 2 + 1,), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if channels % 2 == 0:
+        w[-1] = 1.0
+    return w
 
 
 def histogram_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
@@ -63,20 +81,37 @@ def histogram_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
     return torch.from_numpy(np.linspace(np.float32(lo), np.float32(hi), bins + 1, dtype=np.float32))
 
 
+def _nlog2n(n: int) -> torch.Tensor:
+    k = torch.arange(n + 1, dtype=torch.float64)
+    return torch.where(k > 0, k * torch.log2(k.clamp_min(1)), torch.zeros_like(k))
+
+
 def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (bits) of each token's channel-value histogram: [b, N, C] -> [b, N].
+    """Shannon entropy (bits) of each token's channel-value histogram: [..., C] -> [...].
 
     Binning matches np.histogram exactly: bin i holds edges[i] <= v < edges[i+1], the
-    last bin also holds its right edge, values outside the range are dropped.
+    last bin also holds its right edge, values outside the range are dropped (and
+    still count in p = counts / C, as in the authors' code). With n_b the counts,
+    H = (sum n_b / C) log2 C - (1/C) sum n_b log2 n_b.
     """
-    bins = len(edges) - 1
-    x = x.float()
-    idx = torch.bucketize(x, edges[1:-1], right=True)
-    inside = (x >= edges[0]) & (x <= edges[-1])
-    counts = torch.zeros(*x.shape[:-1], bins, dtype=torch.float64)
-    counts.scatter_add_(-1, idx, inside.double())
-    p = counts / x.shape[-1]
-    return -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(-1)
+    bins, C = len(edges) - 1, x.shape[-1]
+    lead = x.shape[:-1]
+    x = x.float().reshape(-1, C)
+    lo, hi = edges[0], edges[-1]
+    # A first guess by arithmetic, then exact against the float32 edges, as numpy does.
+    idx = ((x - lo) * (bins / (hi - lo))).clamp_(0, bins - 1).long()
+    idx -= (x < edges.take(idx)).long()
+    idx.clamp_(0, bins - 1)
+    idx += ((x >= edges.take(idx + 1)) & (idx < bins - 1)).long()
+    inside = (x >= lo) & (x <= hi)
+    # One bincount over (token, bin) pairs; out-of-range values go to a spare slot.
+    tokens = x.shape[0]
+    flat = idx + torch.arange(tokens).mul_(bins).unsqueeze(1)
+    flat = torch.where(inside, flat, tokens * bins)
+    counts = torch.bincount(flat.view(-1), minlength=tokens * bins + 1)[:-1].view(tokens, bins)
+    total = inside.sum(-1, dtype=torch.float64)
+    h = total / C * np.log2(C) - _nlog2n(C).take(counts).sum(-1) / C
+    return h.view(lead)
 
 
 # ---------------------------------------------------------------- the engine
@@ -113,16 +148,17 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
         per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
         spectra = np.zeros((L, C // 2))
+        weights = fold_weights(C)
         for layer in range(L):
             edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins)
-            spec_sum = torch.zeros(C, dtype=torch.float64)
+            spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
             for b0, b1 in _chunks(B, chunk_images):
                 x = torch.from_numpy(np.asarray(blocks[layer, b0:b1], dtype=np.float32))
-                mag = channel_spectrum(x)
-                spec_sum += mag.sum((0, 1))
-                per_image["frequency_intensity"][layer, b0:b1] = mag.mean((1, 2)).numpy()
+                mag = half_spectrum(x).sum(1, dtype=torch.float64)  # [b, C//2 + 1], summed over positions
+                spec_sum += mag.sum(0)
+                per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
                 per_image["entropy"][layer, b0:b1] = token_entropy(x, edges).mean(1).numpy()
-                per_image["activation_magnitude"][layer, b0:b1] = x.double().abs().mean((1, 2)).numpy()
+                per_image["activation_magnitude"][layer, b0:b1] = x.abs().sum((1, 2), dtype=torch.float64).numpy() / (N * C)
             spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
         per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
         meta = dump_meta(f)
@@ -137,12 +173,13 @@ def compute_in_memory(blocks: np.ndarray, grad_magnitude: np.ndarray | None = No
         lo, hi = [x.min().item()] * len(x), [x.max().item()] * len(x)
     else:
         lo, hi = x.amin((1, 2, 3)).tolist(), x.amax((1, 2, 3)).tolist()
-    mag = channel_spectrum(x)
-    out = {"frequency_intensity": mag.mean((1, 2, 3)).numpy(),
+    C = x.shape[-1]
+    mag = half_spectrum(x).double()  # [L, B, N, C//2 + 1]
+    out = {"frequency_intensity": (mag @ fold_weights(C)).mean((1, 2)).numpy() / C,
            "entropy": np.array([token_entropy(x[i], histogram_edges(lo[i], hi[i], bins)).mean().item()
                                 for i in range(len(x))]),
            "activation_magnitude": x.double().abs().mean((1, 2, 3)).numpy(),
-           "spectra": mag.mean((1, 2))[:, : x.shape[-1] // 2].numpy()}
+           "spectra": mag.mean((1, 2))[:, : C // 2].numpy()}
     if grad_magnitude is not None:
         out["gradient_magnitude"] = np.asarray(grad_magnitude, dtype=np.float64).mean(1)
     return out

@@ -399,9 +399,10 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, train_cfg, rt)
 
-    resume = Resume(resume_path if rt.main or rt.world == 1 else None, config_hash(spec))
+    # Every rank loads the saved state; only rank 0 writes it.
+    resume = Resume(resume_path, config_hash(spec))
     state = RunState()
-    saved = resume.load() if resume_path else None
+    saved = resume.load()
     if saved is not None:
         model.load_state_dict(saved["model"])
         criterion.load_state_dict(saved["criterion"])

@@ -6,14 +6,16 @@ rule select_probe:
     params:
         data=as_json(config["data"]),
         probe=as_json(config["probe"]),
+    conda:
+        ENV
     log:
         "results/logs/select_probe.log",
     shell:
-        "{PY} distdyn.activations probe --data {params.data:q} --probe {params.probe:q} --out {output} > {log} 2>&1"
+        "python -m distdyn.activations probe --data {params.data:q} --probe {params.probe:q} --out {output} > {log} 2>&1"
 
 
 DUMP_SHELL = (
-    "{PY} distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
+    "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
     "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
     "--dump {params.dump:q} --probe-file {input.probe} --gpu {resources.gpu} > {log} 2>&1"
 )
@@ -33,6 +35,8 @@ rule dump_teacher_activations:
         seed=config["teacher"]["seed"],
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
+    conda:
+        ENV
     log:
         "results/logs/dump_activations/teacher.log",
     benchmark:
@@ -59,6 +63,8 @@ rule dump_activations:
         seed=lambda w: w.seed,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
+    conda:
+        ENV
     log:
         "results/logs/dump_activations/{setting}_seed_{seed}.log",
     benchmark:

@@ -14,6 +14,7 @@ validate(config, "../schemas/config.schema.yaml")
 PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
 
+from distdyn.jobenv import export_environment  # noqa: E402
 from distdyn.config import (  # noqa: E402
     ConfigError,
     _data_and_models,
@@ -29,10 +30,8 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 
-# Jobs run the Python that runs Snakemake (a venv need not be activated) and import
-# distdyn from this checkout, installed or not.
-PYENV = f"PYTHONPATH={PKG_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"
-PY = f"{PYENV} {sys.executable} -m"
+export_environment(PKG_DIR)
+ENV = "../../envs/distdyn.yaml"
 
 SETTINGS = setting_names(config)
 SEEDS = [int(s) for s in config["seeds"]]
@@ -62,8 +61,8 @@ def launcher(train_cfg):
     """python -m, or torchrun with one process per GPU for gpus > 1."""
     n = train_cfg["gpus"]
     if n > 1:
-        return f"{PYENV} {sys.executable} -m torch.distributed.run --standalone --nproc_per_node={n} -m"
-    return PY
+        return f"python -m torch.distributed.run --standalone --nproc_per_node={n} -m"
+    return "python -m"
 
 
 def gpus(train_cfg):
@@ -90,3 +89,14 @@ def final_targets():
         + [f"results/figures/{f}.png" for f in FIGURES]
         + [f"results/figures/entropy_heatmap_{s}.png" for s in SETTINGS]
     )
+
+
+def run_tables(name):
+    """One per-run metrics table of the teacher and of every student run."""
+    return [f"results/metrics/runs/teacher/{name}"] + [
+        f"results/metrics/runs/{s}/seed_{seed}/{name}" for s, seed in student_runs()
+    ]
+
+
+def figure(name, category, caption):
+    return report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category)

@@ -4,7 +4,7 @@ METRIC_OPTS = (
     f"--ci {config['metrics']['ci']}"
 )
 METRIC_SHELL = (
-    "{PY} distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
+    "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
     "--entropy-wide {output.entropy} > {log} 2>&1"
 )
 
@@ -18,8 +18,10 @@ rule compute_teacher_metrics:
         spectra="results/metrics/runs/teacher/spectra.csv",
         entropy="results/metrics/entropy_teacher.csv",
     params:
-        out="results/metrics/runs/teacher",
+        out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
+    conda:
+        ENV
     log:
         "results/logs/compute_metrics/teacher.log",
     benchmark:
@@ -39,8 +41,10 @@ rule compute_metrics:
         spectra="results/metrics/runs/{setting}/seed_{seed}/spectra.csv",
         entropy="results/metrics/entropy_{setting}_seed_{seed}.csv",
     params:
-        out=lambda w: f"results/metrics/runs/{w.setting}/seed_{w.seed}",
+        out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
+    conda:
+        ENV
     log:
         "results/logs/compute_metrics/{setting}_seed_{seed}.log",
     benchmark:
@@ -51,12 +55,6 @@ rule compute_metrics:
         METRIC_SHELL
 
 
-def run_tables(name):
-    return [f"results/metrics/runs/teacher/{name}"] + [
-        f"results/metrics/runs/{s}/seed_{seed}/{name}" for s, seed in student_runs()
-    ]
-
-
 rule gather_metrics:
     input:
         code=code("metrics"),
@@ -65,11 +63,13 @@ rule gather_metrics:
     output:
         layers="results/metrics/layers.csv",
         spectra="results/metrics/spectra.csv",
+    conda:
+        ENV
     log:
         "results/logs/gather_metrics.log",
     shell:
-        "({PY} distdyn.metrics gather --tables {input.layers} --out {output.layers} && "
-        "{PY} distdyn.metrics gather --tables {input.spectra} --out {output.spectra}) > {log} 2>&1"
+        "(python -m distdyn.metrics gather --tables {input.layers} --out {output.layers} && "
+        "python -m distdyn.metrics gather --tables {input.spectra} --out {output.spectra}) > {log} 2>&1"
 
 
 rule accuracy_tables:
@@ -84,8 +84,10 @@ rule accuracy_tables:
         names=" ".join(["teacher"] + [s for s, _ in student_runs()]),
         seeds=" ".join(str(x) for x in [config["teacher"]["seed"]] + [seed for _, seed in student_runs()]),
         roles=" ".join(["teacher"] + ["student"] * len(student_runs())),
+    conda:
+        ENV
     log:
         "results/logs/accuracy_tables.log",
     shell:
-        "{PY} distdyn.metrics accuracy --logs {input.logs} --names {params.names} --seeds {params.seeds} "
+        "python -m distdyn.metrics accuracy --logs {input.logs} --names {params.names} --seeds {params.seeds} "
         "--roles {params.roles} --out {output.accuracy} --summary {output.summary} --curves {output.curves} > {log} 2>&1"

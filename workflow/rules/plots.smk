@@ -18,10 +18,6 @@ FIGURE_CATEGORY = {
 }
 
 
-def figure(name, category, caption):
-    return report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category)
-
-
 rule plot:
     input:
         code=code("plots"),
@@ -42,7 +38,9 @@ rule plot:
         ],
     params:
         settings=" ".join(SETTINGS),
+    conda:
+        ENV
     log:
         "results/logs/plot.log",
     shell:
-        "{PY} distdyn.plots --metrics results/metrics --out results/figures --settings {params.settings} > {log} 2>&1"
+        "python -m distdyn.plots --metrics results/metrics --out results/figures --settings {params.settings} > {log} 2>&1"

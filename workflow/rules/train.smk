@@ -9,6 +9,8 @@ rule pretrain_teacher:
     params:
         spec=as_json(TEACHER_SPEC),
         launch=launcher(config["teacher"]["train"]),
+    conda:
+        ENV
     log:
         "results/logs/pretrain_teacher.log",
     benchmark:
@@ -35,6 +37,8 @@ rule distill_student:
         spec=lambda w: as_json(STUDENT_SPECS[(w.setting, int(w.seed))]),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         launch=launcher(config["student"]["train"]),
+    conda:
+        ENV
     log:
         "results/logs/distill_student/{setting}_seed_{seed}.log",
     benchmark:

@@ -1,0 +1,407 @@
+"""The claims logic (distdyn.claims) on small hand-made tables."""
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distdyn import claims as C
+
+S_DEPTH, T_DEPTH = 6, 8
+SETTINGS = {
+    "baseline": {"method": "none", "pairs": []},
+    "logit": {"method": "logit", "pairs": []},
+    "spectral_first": {"method": "spectral", "pairs": [[0, 0]]},
+    "spectral_last": {"method": "spectral", "pairs": [[5, 7]]},
+    "spectral_first_last": {"method": "spectral", "pairs": [[0, 0], [5, 7]]},
+    "projector_first": {"method": "projector", "pairs": [[0, 0]]},
+    "projector_last": {"method": "projector", "pairs": [[5, 7]]},
+}
+
+
+# ---------------------------------------------------------------- table builders
+
+
+def accuracy(finals: dict, feat: dict | None = None) -> pd.DataFrame:
+    """finals: setting -> list of per-seed final top-1 (seed = position); feat: setting -> per-seed loss."""
+    rows = [{"role": "teacher", "setting": "teacher", "seed": 0, "final_acc1": 99.0, "final_acc5": 100.0,
+             "best_acc1": 99.0, "best_acc5": 100.0, "best_epoch": 10, "epochs": 10, "final_train_loss_feat": np.nan}]
+    for name, values in finals.items():
+        for seed, v in enumerate(values):
+            loss = (feat or {}).get(name, [np.nan] * len(values))[seed]
+            rows.append({"role": "student", "setting": name, "seed": seed, "final_acc1": v, "final_acc5": 99.0,
+                         "best_acc1": v, "best_acc5": 99.0, "best_epoch": 8, "epochs": 8,
+                         "final_train_loss_feat": loss})
+    return pd.DataFrame(rows)
+
+
+def curves(runs: dict, epochs: int = 8) -> pd.DataFrame:
+    """runs: setting -> list over seeds of (early_acc, final_acc): the first quarter at early_acc, then final_acc."""
+    rows = []
+    for name, seeds in runs.items():
+        for seed, (early, final) in enumerate(seeds):
+            for e in range(1, epochs + 1):
+                acc = early if e <= math.ceil(0.25 * epochs) else final
+                rows.append({"role": "student", "setting": name, "seed": seed, "epoch": e, "lr": 1e-3,
+                             "train_loss": 1.0, "train_loss_base": 0.1, "train_loss_feat": 0.0,
+                             "train_loss_dist": 0.9, "test_loss": 1.0, "test_acc1": acc, "test_acc5": 99.0,
+                             "seconds": 1.0, "images_per_s": 100.0})
+    return pd.DataFrame(rows)
+
+
+def teacher_layers(values, half_width=0.05) -> pd.DataFrame:
+    v = np.asarray(values, float)
+    hw = np.broadcast_to(np.asarray(half_width, float), v.shape)
+    return pd.DataFrame({"model": "teacher", "role": "teacher", "setting": "teacher", "seed": 0, "epoch": 10,
+                         "layer": np.arange(1, len(v) + 1), "metric": "entropy", "value": v,
+                         "ci_low": v - hw, "ci_high": v + hw})
+
+
+def student_layers(profiles: dict, epoch: int = 8) -> pd.DataFrame:
+    """profiles: setting -> list over seeds of the final entropy profile."""
+    frames = []
+    for name, seeds in profiles.items():
+        for seed, prof in enumerate(seeds):
+            v = np.asarray(prof, float)
+            for label, ep, vals in ((f"epoch_{epoch // 2}", epoch // 2, v + 0.5), ("final", epoch, v)):
+                frames.append(pd.DataFrame({"model": f"{name}/seed_{seed}/{label}", "role": "student",
+                                            "setting": name, "seed": seed, "epoch": ep,
+                                            "layer": np.arange(1, len(v) + 1), "metric": "entropy",
+                                            "value": vals, "ci_low": np.nan, "ci_high": np.nan}))
+    return pd.concat(frames, ignore_index=True)
+
+
+EMPTY_LAYERS = teacher_layers([1.0, 0.5, 1.0]).iloc[0:0]
+
+
+def run(layers=None, acc=None, cur=None, settings=SETTINGS, **tol) -> dict:
+    layers = EMPTY_LAYERS if layers is None else layers
+    acc = accuracy({}) if acc is None else acc
+    cur = curves({}) if cur is None else cur
+    return {r["claim_id"]: r for r in C.evaluate_claims(layers, acc, cur, settings, S_DEPTH, T_DEPTH, **tol)}
+
+
+# ---------------------------------------------------------------- settings and statistics
+
+
+def test_classify_settings():
+    kinds = {n: C.classify_setting(s, S_DEPTH) for n, s in SETTINGS.items()}
+    assert kinds == {"baseline": "none", "logit": "logit", "spectral_first": "early", "spectral_last": "late",
+                     "spectral_first_last": "early_late", "projector_first": "early", "projector_last": "late"}
+    assert C.classify_setting({"method": "mse", "pairs": [[2, 3]]}, S_DEPTH) == "other"
+    assert C.classify_setting({"method": "mse", "pairs": [[0, 0], [0, 3]]}, S_DEPTH) == "early"
+    assert C.classify_setting({"method": "spectral", "pairs": [[0, 0]]}, 1) == "other"  # first == last
+    assert C.reference_setting({"kd": {"method": "logit"}, "x": {"method": "none"}}) == "kd"
+
+
+def test_welch_interval_matches_hand_computation():
+    a, b = [1.0, 2.0, 3.0], [4.0, 6.0, 8.0]
+    d = C.compare(a, b, 0.95)
+    va, vb = 1.0 / 3, 4.0 / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert d.diff == pytest.approx(-4.0)
+    assert d.df == pytest.approx(df)
+    half = C.t_quantile(0.975, df) * math.sqrt(va + vb)
+    assert (d.low, d.high) == pytest.approx((-4.0 - half, -4.0 + half))
+    assert C.t_quantile(0.975, 1e9) == pytest.approx(1.96, abs=1e-3)
+
+
+@pytest.mark.parametrize("df, q", [(1, 12.7062047362), (2, 4.3026527297), (10, 2.2281388520), (30, 2.0422724563)])
+def test_t_quantile_table_values(df, q):
+    assert C.t_quantile(0.975, df) == pytest.approx(q, rel=1e-8)
+
+
+def test_t_quantile_agrees_with_scipy_at_fractional_df():
+    special = pytest.importorskip("scipy.special")
+    for df in (1.3, 2.7, 3.9, 17.2):
+        for p in (0.9, 0.975, 0.995):
+            assert C.t_quantile(p, df) == pytest.approx(float(special.stdtrit(df, p)), rel=1e-8)
+    assert C.compare([1.0], [2.0]).method == "one seed"
+    assert (C.compare([1.0], [2.0], floor=0.5).low, C.compare([1.0], [2.0], floor=0.5).high) == (-1.5, -0.5)
+
+
+def test_unknown_tolerance_is_an_error():
+    with pytest.raises(TypeError, match="unknown tolerance"):
+        run(noise_flor=0.1)
+
+
+# ---------------------------------------------------------------- C1
+
+
+def test_c1_holds_for_an_interior_minimum_below_both_ends():
+    r = run(layers=teacher_layers([3.0, 2.2, 1.5, 1.8, 2.6, 3.4]))["C1"]
+    assert r["verdict"] == "holds"
+    assert "L3 1.500" in r["evidence"]
+
+
+def test_c1_does_not_hold_for_a_monotone_profile():
+    r = run(layers=teacher_layers([1.0, 1.4, 2.0, 2.5, 3.1, 3.6]))["C1"]
+    assert r["verdict"] == "does not hold"
+    assert "first layer" in r["reason"] and "monotone increasing" in r["evidence"]
+
+
+def test_c1_inconclusive_when_the_minimum_interval_overlaps_an_end():
+    r = run(layers=teacher_layers([2.0, 1.9, 1.95, 2.5], half_width=[0.2, 0.2, 0.2, 0.2]))["C1"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "overlapping intervals")
+    assert "first" in r["reason"] and "last" not in r["reason"].split("overlaps")[1]
+
+
+def test_c1_inconclusive_without_bootstrap_intervals():
+    layers = teacher_layers([3.0, 1.0, 3.0]).assign(ci_low=np.nan, ci_high=np.nan)
+    r = run(layers=layers)["C1"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "no intervals")
+
+
+def test_c1_uses_the_teacher_not_the_students():
+    layers = pd.concat([teacher_layers([3.0, 1.0, 3.0]),
+                        student_layers({"logit": [[1.0, 2.0, 3.0]]})], ignore_index=True)
+    assert run(layers=layers)["C1"]["verdict"] == "holds"
+
+
+# ---------------------------------------------------------------- C5 (and C9, which shares its logic)
+
+
+def test_c5_holds_when_late_alignment_is_clearly_below_logit():
+    acc = accuracy({"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5],
+                    "projector_last": [79.0, 79.4, 78.6]})
+    res = run(acc=acc)
+    r = res["C5"]
+    assert r["verdict"] == "holds", r
+    assert "-5.00 pts" in r["evidence"] and "Welch 95% CI" in r["evidence"]
+    assert {c["setting"] for c in r["comparisons"]} == {"spectral_last", "projector_last"}
+    assert res["C9"]["verdict"] == "holds"
+    assert [c["setting"] for c in res["C9"]["comparisons"]] == ["projector_last"]
+    assert "projector_last minus spectral_last" in res["C9"]["evidence"]
+
+
+def test_c5_does_not_hold_when_late_alignment_is_clearly_above_logit():
+    acc = accuracy({"logit": [80.0, 80.5, 79.5], "spectral_last": [85.0, 85.5, 84.5]})
+    r = run(acc=acc)["C5"]
+    assert r["verdict"] == "does not hold"
+
+
+def test_c5_inconclusive_with_overlapping_intervals():
+    acc = accuracy({"logit": [80.0, 84.0, 82.0], "spectral_last": [81.5, 79.5, 83.0]})
+    r = run(acc=acc)["C5"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "overlapping intervals")
+
+
+def test_c5_mixed_settings_are_inconclusive():
+    acc = accuracy({"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5],
+                    "projector_last": [90.0, 90.5, 89.5]})
+    r = run(acc=acc)["C5"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "mixed")
+    assert sorted(c["verdict"] for c in r["comparisons"]) == ["does not hold", "holds"]
+
+
+def test_single_seed_is_inconclusive():
+    acc = accuracy({"logit": [85.0], "spectral_last": [80.0], "spectral_first": [85.1]})
+    res = run(acc=acc)
+    for cid in ("C5", "C8"):
+        assert (res[cid]["verdict"], res[cid]["qualifier"]) == ("inconclusive", "one seed")
+        assert res[cid]["reason"].startswith("one seed")
+        assert "-5.00 pts" in res["C5"]["evidence"]
+
+
+def test_one_seed_on_one_side_is_still_one_seed():
+    acc = accuracy({"logit": [85.0], "spectral_last": [80.0, 80.2, 79.9]})
+    assert run(acc=acc)["C5"]["qualifier"] == "one seed"
+
+
+def test_single_seed_with_a_stated_noise_floor():
+    acc = accuracy({"logit": [85.0], "spectral_last": [80.0]})
+    assert run(acc=acc, noise_floor=0.5)["C5"]["verdict"] == "holds"
+    r = run(acc=acc, noise_floor=6.0)["C5"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "overlapping intervals")
+    assert "noise floor" in r["evidence"]
+
+
+# ---------------------------------------------------------------- C8 tolerance rule
+
+
+def c8(first, logit=(80.0, 80.2, 79.8), **tol):
+    return run(acc=accuracy({"logit": list(logit), "spectral_first": list(first)}), **tol)["C8"]
+
+
+def test_c8_holds_within_the_tolerance():
+    r = c8([80.1, 80.3, 79.9])
+    assert r["verdict"] == "holds"
+    assert "+-1 pts" in r["reason"]
+
+
+def test_c8_does_not_hold_outside_the_tolerance():
+    assert c8([83.0, 83.2, 82.8])["verdict"] == "does not hold"
+    assert c8([77.0, 77.2, 76.8])["verdict"] == "does not hold"
+
+
+def test_c8_inconclusive_when_the_interval_straddles_the_tolerance():
+    r = c8([80.5, 81.5, 81.0])
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "interval straddles the tolerance")
+
+
+def test_c8_tolerance_is_a_parameter():
+    first = [81.0, 81.2, 80.8]  # +1.0 pts, interval about [0.5, 1.5]
+    assert c8(first)["verdict"] != "holds"
+    assert c8(first, neutral_tolerance=2.0)["verdict"] == "holds"
+    assert c8(first, neutral_tolerance=0.2)["verdict"] == "does not hold"
+
+
+# ---------------------------------------------------------------- not testable
+
+
+def test_not_testable_when_settings_are_missing():
+    settings = {"logit": SETTINGS["logit"], "spectral_first": SETTINGS["spectral_first"]}
+    acc = accuracy({"logit": [80.0, 80.2], "spectral_first": [80.0, 80.1]})
+    res = run(acc=acc, settings=settings)
+    for cid in ("C5", "C9", "C10", "C11", "C12"):
+        assert res[cid]["verdict"] == "not testable", cid
+        assert "missing:" in res[cid]["reason"]
+    assert "late-aligned" in res["C5"]["reason"]
+    assert res["C8"]["verdict"] == "holds"
+    assert res["C1"]["verdict"] == "not testable" and "teacher" in res["C1"]["reason"]
+
+
+def test_not_testable_without_a_logit_reference():
+    settings = {k: v for k, v in SETTINGS.items() if k != "logit"}
+    acc = accuracy({"spectral_last": [80.0, 80.2]})
+    res = run(acc=acc, settings=settings)
+    for cid in ("C5", "C8", "C9", "C10", "C12"):
+        assert res[cid]["verdict"] == "not testable"
+        assert "logit" in res[cid]["reason"]
+
+
+def test_configured_settings_without_results_are_not_testable():
+    acc = accuracy({"logit": [80.0, 80.2]})  # spectral_last and the others configured, never run
+    r = run(acc=acc)["C5"]
+    assert r["verdict"] == "not testable"
+    assert "spectral_last" in r["reason"] and "projector_last" in r["reason"]
+
+
+def test_settings_without_results_are_named_but_the_rest_is_judged():
+    acc = accuracy({"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5]})
+    r = run(acc=acc)["C5"]
+    assert r["verdict"] == "holds"
+    assert "projector_last" in r["reason"]
+
+
+# ---------------------------------------------------------------- C10, C11, C12
+
+
+def test_c10_early_speed_up_then_lower_final():
+    acc = accuracy({"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5]})
+    cur = curves({"logit": [(20.0, 85.0), (21.0, 85.5), (19.0, 84.5)],
+                  "spectral_last": [(30.0, 80.0), (31.0, 80.5), (29.0, 79.5)]})
+    r = run(acc=acc, cur=cur)["C10"]
+    assert r["verdict"] == "holds", r
+    assert "epochs 1-2 of 8" in r["evidence"] and "+10.00 pts" in r["evidence"]
+    # No early lead: the first half of the claim fails.
+    cur = curves({"logit": [(30.0, 85.0), (31.0, 85.5), (29.0, 84.5)],
+                  "spectral_last": [(20.0, 80.0), (21.0, 80.5), (19.0, 79.5)]})
+    assert run(acc=acc, cur=cur)["C10"]["verdict"] == "does not hold"
+
+
+def test_c11_late_features_fit_worse():
+    finals = {"logit": [80.0, 80.0], "spectral_first": [80.0, 80.0], "spectral_last": [80.0, 80.0]}
+    acc = accuracy(finals, feat={"spectral_first": [0.01, 0.012], "spectral_last": [0.40, 0.45]})
+    r = run(acc=acc)["C11"]
+    assert r["verdict"] == "holds"
+    assert "spectral_last" in r["evidence"] and re.search(r"ratio \d+\.\d+x", r["evidence"])
+    one = accuracy({"spectral_first": [80.0], "spectral_last": [80.0]},
+                   feat={"spectral_first": [0.01], "spectral_last": [0.4]})
+    assert run(acc=one)["C11"]["qualifier"] == "one seed"
+    assert run(acc=one, loss_ratio_floor=2.0)["C11"]["verdict"] == "holds"
+
+
+def test_c12_late_alignment_deepens_the_entropy_u():
+    logit = [[2.4, 2.0, 1.8, 1.9, 2.5, 3.3], [2.5, 2.0, 1.85, 1.9, 2.5, 3.3], [2.45, 2.0, 1.75, 1.9, 2.5, 3.3]]
+    late = [[1.7, 1.2, 0.9, 0.8, 1.4, 2.2], [1.7, 1.2, 0.9, 0.85, 1.4, 2.2], [1.7, 1.2, 0.9, 0.75, 1.4, 2.2]]
+    first = [[1.1, 2.0, 2.2, 2.3, 2.8, 3.4]] * 3
+    layers = student_layers({"logit": logit, "spectral_last": late, "spectral_first": first})
+    r = run(layers=layers)["C12"]
+    assert r["verdict"] == "holds", r
+    assert "at L4" in r["evidence"] and "signature, not in the verdict: spectral_first" in r["evidence"]
+    assert "earliest checkpoint (epoch 4), aligned layer L6" in r["evidence"]
+    one = student_layers({"logit": logit[:1], "spectral_last": late[:1]})
+    assert run(layers=one)["C12"]["qualifier"] == "one seed"
+    assert run(layers=one, entropy_noise_floor=0.1)["C12"]["verdict"] == "holds"
+
+
+# ---------------------------------------------------------------- every verdict has numbers; output
+
+
+def full_run(seeds: int):
+    k = slice(0, seeds)
+    acc = accuracy({"logit": [85.0, 85.2, 84.8][k], "spectral_first": [85.1, 85.2, 84.9][k],
+                    "spectral_last": [80.0, 80.5, 79.5][k], "projector_last": [79.0, 79.5, 78.5][k],
+                    "projector_first": [84.9, 85.1, 84.8][k], "spectral_first_last": [84.0, 84.2, 84.1][k]},
+                   feat={"spectral_first": [0.01, 0.012, 0.011][k], "spectral_last": [0.4, 0.45, 0.5][k],
+                         "projector_first": [0.1, 0.12, 0.11][k], "projector_last": [0.2, 0.25, 0.22][k],
+                         "logit": [0, 0, 0][k], "spectral_first_last": [0.2, 0.2, 0.2][k]})
+    cur = curves({"logit": [(20.0, 85.0), (21.0, 85.5), (19.0, 84.5)][k],
+                  "spectral_last": [(30.0, 80.0), (31.0, 80.5), (29.0, 79.5)][k],
+                  "projector_last": [(25.0, 79.0), (26.0, 79.5), (24.0, 78.5)][k]})
+    profiles = {"logit": [[2.4, 2.0, 1.8, 1.9, 2.5, 3.3], [2.5, 2.0, 1.85, 1.9, 2.5, 3.3],
+                          [2.45, 2.0, 1.75, 1.9, 2.5, 3.3]][k],
+                "spectral_last": [[1.7, 1.2, 0.9, 0.8, 1.4, 2.2], [1.7, 1.2, 0.9, 0.85, 1.4, 2.2],
+                                  [1.7, 1.2, 0.9, 0.75, 1.4, 2.2]][k]}
+    layers = pd.concat([teacher_layers([3.0, 2.2, 1.5, 1.8, 2.6, 3.4, 3.5, 3.6]), student_layers(profiles)],
+                       ignore_index=True)
+    return C.evaluate_claims(layers, acc, cur, SETTINGS, S_DEPTH, T_DEPTH)
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_every_verdict_has_numbers(seeds):
+    records = full_run(seeds)
+    assert [r["claim_id"] for r in records] == ["C1", "C5", "C8", "C9", "C10", "C11", "C12"]
+    for r in records:
+        assert set(r) >= {"claim_id", "claim", "evidence", "paper", "verdict", "reason"}
+        assert r["verdict"] in C.VERDICTS
+        assert r["verdict"] != "not testable", r
+        assert re.search(r"\d", r["evidence"]), r
+        assert re.search(r"\d", r["paper"])
+    if seeds == 1:
+        assert all(r["qualifier"] == "one seed" for r in records if r["claim_id"] != "C1")
+    else:
+        assert {r["claim_id"]: r["verdict"] for r in records} == {
+            "C1": "holds", "C5": "holds", "C8": "holds", "C9": "holds", "C10": "holds", "C11": "holds",
+            "C12": "holds"}
+
+
+def test_a_verdict_without_numbers_is_refused():
+    r = C._record("C5", "no digits here", "holds", "", "x")
+    assert r["verdict"] == "not testable"
+
+
+def test_render_markdown():
+    records = full_run(3)
+    md = C.render_markdown(records, "Claims")
+    assert md.startswith("# Claims\n")
+    assert "| Claim | Statement | Verdict |" in md
+    for cid in ("C1", "C5", "C8", "C9", "C10", "C11", "C12"):
+        assert f"\n## {cid}\n" in md
+    assert md.count("**Paper.**") == 7 and md.count("**Reason.**") == 7
+    assert "76.79" in md  # the paper's number for C5
+
+
+def test_cli_writes_markdown_and_json(tmp_path):
+    acc = accuracy({"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5]})
+    cur = curves({"logit": [(20.0, 85.0)] * 3, "spectral_last": [(30.0, 80.0)] * 3})
+    layers = teacher_layers([3.0, 1.0, 3.0])
+    for name, df in (("layers", layers), ("accuracy", acc), ("curves", cur)):
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    settings = {k: SETTINGS[k] for k in ("logit", "spectral_last")}
+    out, js = tmp_path / "out" / "claims.md", tmp_path / "claims.json"
+    rc = C.main(["--layers", str(tmp_path / "layers.csv"), "--accuracy", str(tmp_path / "accuracy.csv"),
+                 "--curves", str(tmp_path / "curves.csv"), "--settings-json", json.dumps(settings),
+                 "--student-depth", "6", "--teacher-depth", "8", "--out", str(out), "--json", str(js),
+                 "--noise-floor", "0.1"])
+    assert rc == 0
+    md = out.read_text()
+    assert "spectral_last" in md and "late" in md
+    records = json.loads(js.read_text())
+    by_id = {r["claim_id"]: r for r in records}
+    assert by_id["C1"]["verdict"] == "holds" and by_id["C5"]["verdict"] == "holds"
+    assert by_id["C8"]["verdict"] == "not testable"
+    assert not list(tmp_path.glob("**/.*.tmp"))

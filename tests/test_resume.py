@@ -1,0 +1,98 @@
+"""A training job killed mid-run resumes from its saved state and ends where an uninterrupted run ends."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from distdyn import train
+from distdyn.config import load_config, student_spec, teacher_spec
+from distdyn.models import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def slow_setup(tmp_path_factory):
+    """Epochs long enough (about a second) to kill a job between two of them."""
+    from conftest import TINY
+    import copy
+
+    raw = copy.deepcopy(TINY)
+    raw["data"]["synthetic"]["size"] = 3000
+    raw["student"]["train"].update(epochs=5, checkpoint_every=2)
+    cfg = load_config(raw)
+    tmp = tmp_path_factory.mktemp("resume")
+    train.run(teacher_spec(cfg), tmp / "teacher")
+    spec = student_spec(cfg, "spectral_last", 0)
+    train.run(spec, tmp / "reference", teacher_path=str(tmp / "teacher" / "final.pt"))
+    return spec, tmp
+
+
+def _cmd(spec, out, teacher, resume):
+    return [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(out),
+            "--teacher", str(teacher), "--resume", str(resume)]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
+
+
+def _kill_after(cmd, log: Path, epochs: int, sig: int) -> int:
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= epochs:
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    return proc.returncode
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_identical_weights(slow_setup, sig):
+    spec, tmp = slow_setup
+    out, resume = tmp / f"killed_{sig}", tmp / f"resume_{sig}" / "state.pt"
+    cmd = _cmd(spec, out, tmp / "teacher" / "final.pt", resume)
+    rc = _kill_after(cmd, out / "log.jsonl", 3, sig)
+    assert rc != 0
+    assert resume.is_file() and not (out / "final.pt").exists()
+    # What Snakemake does to a failed job's outputs before the rerun.
+    for p in out.glob("*"):
+        p.unlink()
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    assert _same_weights(out / "final.pt", tmp / "reference" / "final.pt")
+    assert _same_weights(out / "epoch_2.pt", tmp / "reference" / "epoch_2.pt")  # restored from the resume dir
+    lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    ref = [json.loads(l) for l in (tmp / "reference" / "log.jsonl").read_text().splitlines()]
+    assert [l["test_acc1"] for l in lines] == [l["test_acc1"] for l in ref]
+    assert [l["train_loss"] for l in lines] == [l["train_loss"] for l in ref]
+    assert not resume.exists()  # cleared after a finished run
+
+
+def test_stale_resume_state_is_ignored(tiny_cfg, tmp_path, capsys):
+    spec = student_spec(tiny_cfg, "baseline", 0)
+    spec["train"]["epochs"] = 2
+    state = tmp_path / "state.pt"
+    resume = train.Resume(str(state), "some-other-config")
+    resume.save({"model": {}, "epoch": 1})
+    train.run(spec, tmp_path / "out", resume_path=str(state))
+    err = capsys.readouterr().err
+    assert "is stale" in err and "ignored" in err
+    assert len((tmp_path / "out" / "log.jsonl").read_text().splitlines()) == 2

@@ -1,0 +1,205 @@
+"""The workflow through a REAL one-node SLURM cluster (tests/slurm/up.sh, FAKE_GPUS=1) via
+`--profile profiles/slurm`, compared with a plain local run of the same tiny config.
+
+Needs root and Debian's slurmctld/slurmd/slurm-client/munge packages (up.sh installs them with
+apt-get when missing); skips with the reason only where those cannot be installed or run.
+The local and the SLURM run go at the same time: the SLURM run mostly waits on the plugin's polls.
+"""
+import copy
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY
+from workflow_utils import ROOT, make_workdir
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+UP = ROOT / "tests" / "slurm" / "up.sh"
+UNAVAILABLE = 3  # up.sh's exit status when SLURM cannot be installed or run here
+SETTINGS = ("baseline", "logit", "spectral_last")
+# rule -> SLURM log directories (wildcards joined by "_", as the plugin names them)
+GPU_RULES = {
+    "pretrain_teacher": [""],
+    "dump_teacher_activations": [""],
+    "distill_student": [f"{s}_0" for s in SETTINGS],
+    "dump_activations": [f"{s}_0" for s in SETTINGS],
+}
+CPU_RULES = ("select_probe", "compute_metrics", "gather_metrics", "accuracy_tables", "plot")
+RUN_TIMEOUT = 1500  # s; on expiry Snakemake gets SIGINT, so it scancels its jobs
+
+
+def _env() -> dict:
+    """As workflow_utils.snakemake: this interpreter's bin dir first on PATH (the jobs use it)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _up_sh(action: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(UP), action], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """`python -m snakemake ARGS` in workdir, output to workdir/snakemake.out. SIGINT is reset to its
+    default in the child, so Snakemake handles it (and scancels) even if pytest was started with
+    SIGINT ignored (a background job of a non-interactive shell)."""
+    out = open(workdir / "snakemake.out", "w")
+    return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=_env(), stdout=out,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait(proc: subprocess.Popen, workdir: Path, deadline: float) -> int:
+    """Wait for proc until the deadline; then SIGINT (never SIGTERM: Snakemake would wait for its
+    SLURM jobs instead of cancelling them), and SIGKILL 60 s later."""
+    try:
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise AssertionError(f"snakemake in {workdir} timed out after {RUN_TIMEOUT} s (sent SIGINT):\n"
+                             f"{_tail(workdir / 'snakemake.out')}") from None
+
+
+def _tail(path: Path, n: int = 6000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else f"({path} missing)"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A private one-node SLURM cluster with one fake GPU; always torn down (by recorded PID)."""
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.fail("snakemake-executor-plugin-slurm is not installed in this environment: "
+                    "pip install -e '.[slurm]'")
+    up = _up_sh("up", FAKE_GPUS="1")
+    if up.returncode == UNAVAILABLE:
+        reason = (up.stderr.strip().splitlines() or ["(no output)"])[-1]
+        pytest.skip(f"SLURM cannot be installed or run on this machine: {reason}")
+    try:
+        assert up.returncode == 0, f"tests/slurm/up.sh up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}"
+        yield
+    finally:
+        down = _up_sh("down")
+        print(down.stderr, file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The same tiny config run locally (--cores 2) and through SLURM (--profile profiles/slurm)."""
+    config = copy.deepcopy(TINY)
+    config["settings"] = [s for s in config["settings"] if s["name"] in SETTINGS]
+    local = make_workdir(tmp_path_factory.mktemp("local"), config)
+    slurm = make_workdir(tmp_path_factory.mktemp("slurm"), config)
+    assert (slurm / "profiles/slurm/config.yaml").is_file()
+
+    t0 = time.monotonic()
+    deadline = t0 + RUN_TIMEOUT
+    local_proc = _start_snakemake(local, "--cores", "2")
+    try:
+        slurm_proc = _start_snakemake(slurm, "--profile", "profiles/slurm", "--verbose")
+        slurm_rc = _wait(slurm_proc, slurm, deadline)
+    finally:
+        local_rc = _wait(local_proc, local, deadline)
+    print(f"local + SLURM runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    assert local_rc == 0, f"local run failed ({local_rc}):\n{_tail(local / 'snakemake.out')}"
+    return {"local": local, "slurm": slurm, "slurm_rc": slurm_rc}
+
+
+def _squeue(job_ids: list[str]) -> dict[str, dict]:
+    """job id -> {comment, tres (TresPerJob), state} from squeue (finished jobs stay for MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids),
+                          "-O", "JobID:|,Comment:|,tres-per-job:|,State:|"],
+                         capture_output=True, text=True, check=True).stdout
+    jobs = {}
+    for line in out.splitlines():
+        job_id, comment, tres, state = (f.strip() for f in line.split("|")[:4])
+        jobs[job_id] = {"comment": comment, "tres": tres, "state": state}
+    return jobs
+
+
+def _slurm_logs(workdir: Path, rule: str) -> list[Path]:
+    return sorted((workdir / "results/logs/slurm" / f"rule_{rule}").rglob("*.log"))
+
+
+def test_slurm_run_succeeds(runs):
+    slurm = runs["slurm"]
+    out = _tail(slurm / "snakemake.out", 20000)
+    assert runs["slurm_rc"] == 0, f"SLURM run failed ({runs['slurm_rc']}):\n{out}"
+    assert "steps (100%) done" in out, out
+    assert (slurm / "results/metrics/accuracy.csv").is_file()
+    assert len(list((slurm / "results/figures").glob("*.png"))) == 7 + len(SETTINGS)
+
+
+def test_gpu_rules_went_through_slurm_with_a_gpu(runs):
+    slurm = runs["slurm"]
+    assert runs["slurm_rc"] == 0, _tail(slurm / "snakemake.out")
+    ids = {}
+    for rule, wildcard_dirs in GPU_RULES.items():
+        logs = _slurm_logs(slurm, rule)
+        # one SLURM log per job: results/logs/slurm/rule_<rule>/<wildcards>/<jobid>.log
+        assert sorted(p.parent.relative_to(slurm / "results/logs/slurm" / f"rule_{rule}").as_posix().strip(".")
+                      for p in logs) == sorted(wildcard_dirs), (rule, logs)
+        for p in logs:
+            assert p.stem.isdigit(), p
+            ids[p.stem] = rule
+    for rule in CPU_RULES:
+        logs = _slurm_logs(slurm, rule)
+        assert logs, f"no SLURM log for {rule}"
+        ids.update({p.stem: rule for p in logs})
+    jobs = _squeue(list(ids))
+    assert set(jobs) == set(ids), f"squeue lost jobs: {set(ids) - set(jobs)}"
+    for job_id, rule in ids.items():
+        job = jobs[job_id]
+        assert job["state"] == "COMPLETED", (rule, job)
+        assert job["comment"].startswith(f"rule_{rule}"), (rule, job)
+        if rule in GPU_RULES:
+            assert job["tres"] == "gres:gpu:1", f"{rule} (job {job_id}) did not request --gpus=1: {job}"
+        else:
+            assert "gpu" not in job["tres"], (rule, job)
+    # The sbatch calls carried --gpus=1 (logged with --verbose).
+    sbatch = [l for l in (slurm / "snakemake.out").read_text().splitlines() if "sbatch call:" in l]
+    assert len(sbatch) == len(ids), sbatch
+    for rule in GPU_RULES:
+        calls = [l for l in sbatch if f"--comment 'rule_{rule}" in l or f"--comment rule_{rule}" in l]
+        assert calls and all("--gpus=1" in l for l in calls), (rule, calls)
+    # Inside the job: the fake GPU is /dev/null, so training fell back to the CPU, with one thread.
+    for s in SETTINGS:
+        log = (slurm / f"results/logs/distill_student/{s}_seed_0.log").read_text()
+        assert "device cpu" in log and "threads 1" in log, log
+
+
+def test_results_equal_the_local_run(runs):
+    local, slurm = runs["local"], runs["slurm"]
+    assert runs["slurm_rc"] == 0, _tail(slurm / "snakemake.out")
+    acc = "results/metrics/accuracy.csv"
+    assert (slurm / acc).read_bytes() == (local / acc).read_bytes()
+
+    a, b = (pd.read_csv(d / "results/metrics/layers.csv") for d in (local, slurm))
+    assert len(a) > 0 and list(a.columns) == list(b.columns) and len(a) == len(b)
+    numeric = ["value", "ci_low", "ci_high"]
+    keys = [c for c in a.columns if c not in numeric]
+    pd.testing.assert_frame_equal(a[keys], b[keys])
+    for col in numeric:
+        assert np.allclose(a[col], b[col], rtol=1e-6, atol=0, equal_nan=True), col
+
+    for s in SETTINGS:
+        ckpt = f"results/students/{s}/seed_0/final.pt"
+        x, y = (torch.load(d / ckpt, weights_only=True) for d in (local, slurm))
+        assert x.keys() == y.keys()
+        assert x["model"].keys() == y["model"].keys() and x["model"]
+        for name, tensor in x["model"].items():
+            assert torch.equal(tensor, y["model"][name]), f"{ckpt}: {name} differs"
+        assert {k: v for k, v in x.items() if k != "model"} == {k: v for k, v in y.items() if k != "model"}

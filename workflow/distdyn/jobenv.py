@@ -1,0 +1,18 @@
+"""The environment Snakemake jobs inherit from the process that plans them."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def export_environment(pkg_dir: str | Path) -> None:
+    """Put this interpreter's bin directory first on PATH and `pkg_dir` on PYTHONPATH.
+
+    Jobs then run `python -m distdyn...` with the interpreter that runs Snakemake (a venv
+    need not be activated; under --sdm conda the rule's environment comes first on PATH)
+    and import distdyn from the checkout, installed or not.
+    """
+    env = os.environ
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pkg_dir), env.get("PYTHONPATH", "")) if p)
