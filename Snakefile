@@ -1,5 +1,5 @@
 # distdyn: distillation dynamics of Vision Transformers (Tian, Xu, Li; AAAI 2026).
-# config -> training -> checkpoints -> HDF5 dumps -> metric tables -> figures -> report.
+# config -> training -> checkpoints -> HDF5 dumps -> metric tables -> figures, claims -> report.
 configfile: "config.yaml"
 
 
@@ -7,7 +7,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/claims.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -34,7 +34,7 @@ GPU_RULES = {
     "distill_student": [f"{s}_0" for s in SETTINGS],
     "dump_activations": [f"{s}_0" for s in SETTINGS],
 }
-CPU_RULES = ("select_probe", "compute_metrics", "gather_metrics", "accuracy_tables", "plot")
+CPU_RULES = ("select_probe", "compute_teacher_metrics", "compute_metrics", "gather_metrics", "accuracy_tables", "plot")
 RUN_TIMEOUT = 1500  # s; on expiry Snakemake gets SIGINT, so it scancels its jobs
 
 

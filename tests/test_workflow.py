@@ -55,7 +55,16 @@ def test_every_output_exists_and_is_sane(finished_run):
     assert summary.loc["logit", "delta_vs_logit"] == 0
     for png in (r / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert len(list((r / "figures").glob("*.png"))) == 7 + len(settings)
+    assert len(list((r / "figures").glob("*.png"))) == 8 + 2 * len(settings)
+    cka = pd.read_csv(r / "metrics/cka.csv")
+    assert len(cka) == 4 * 2 * 2 * 3  # settings x checkpoints x student blocks x teacher blocks
+    assert cka.cka.between(0, 1 + 1e-9).all()
+    phases = pd.read_csv(r / "metrics/phases.csv")
+    assert len(phases) == 1 + 4 * 2 and set(phases.min_layer) <= {1, 2, 3}
+    enc = pd.read_csv(r / "metrics/encoding.csv")
+    assert set(enc.measure) == {"svd_dim", "pca_dim", "sep_dim", "sep_fraction", "sep_perm_shift"}
+    claims = (r / "claims.md").read_text()
+    assert "C1" in claims and "C5" in claims and "inconclusive" in claims
     assert (r / "logs/pretrain_teacher.log").is_file()
     assert (r / "benchmarks/pretrain_teacher.tsv").is_file()
     assert not list(r.rglob("*.tmp"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ("Snakefile", "workflow", "profiles")
+COPY = ("Snakefile", "workflow", "profiles", "envs")
 
 
 def make_workdir(tmp: Path, config: dict) -> Path:

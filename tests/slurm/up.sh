@@ -24,7 +24,7 @@
 #
 # Accounting is off (AccountingStorageType=accounting_storage/none): `sacct` fails,
 # so the Snakemake SLURM executor must poll with `slurm-status-command: squeue`
-# (profiles/slurm does); MinJobAge=600 keeps finished jobs visible to squeue.
+# (profiles/slurm does); MinJobAge=3600 keeps finished jobs visible to squeue.
 #
 # Exit status: 0 ok; 3 SLURM cannot be installed or run here (not root, apt-get
 # failed, binaries missing); the test skips on 3 and fails on anything else.
@@ -117,8 +117,9 @@ SchedulerParameters=batch_sched_delay=0
 # a job without --mem would otherwise be given ALL node memory (CR_Core_Memory)
 # and run alone; 1000 MB per CPU matches Snakemake's usual default
 DefMemPerCPU=1000
-# keep finished jobs visible to squeue/scontrol for 10 min (executor status)
-MinJobAge=600
+# keep finished jobs visible to squeue/scontrol for 1 h: the executor polls squeue
+# (no sacct), and the test reads the finished jobs' GPU requests from squeue
+MinJobAge=3600
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=60

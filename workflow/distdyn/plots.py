@@ -2,9 +2,10 @@
 
     python -m distdyn.plots --metrics DIR --out DIR --settings NAME [NAME ...]
 
-Reads layers.csv, spectra.csv, accuracy.csv, accuracy_summary.csv and curves.csv
-from the metrics directory; writes every figure in FIGURES plus one entropy
-heatmap per setting (entropy_heatmap_{setting}.png).
+Reads layers.csv, spectra.csv, accuracy.csv, accuracy_summary.csv, curves.csv,
+cka.csv and encoding.csv from the metrics directory; writes every figure in
+FIGURES plus, per setting, an entropy heatmap (entropy_heatmap_{setting}.png)
+and a CKA heatmap (cka_{setting}.png).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 FIGURES = ("teacher_entropy", "teacher_intensity", "teacher_spectra", "teacher_magnitudes",
-           "entropy_profiles", "accuracy", "accuracy_curves")
+           "entropy_profiles", "accuracy", "accuracy_curves", "encoding")
 STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
          "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False}
@@ -169,11 +170,56 @@ def accuracy_curves(curves: pd.DataFrame, settings: list[str]):
     return fig
 
 
+def cka_heatmap(cka: pd.DataFrame, setting: str):
+    """Linear CKA of every final student block against every teacher block, mean over seeds."""
+    d = cka[(cka.setting == setting) & cka.model.str.endswith("final")]
+    grid = d.groupby(["student_layer", "teacher_layer"]).cka.mean().unstack("teacher_layer")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * grid.shape[1], 1.0 + 0.5 * grid.shape[0]))
+    im = ax.imshow(grid.values, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns)
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    for (i, j), v in np.ndenumerate(grid.values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    ax.set(xlabel="teacher block", ylabel="student block", title=f"Linear CKA, student vs teacher: {setting}")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="CKA")
+    fig.tight_layout()
+    return fig
+
+
+def encoding_figure(enc: pd.DataFrame, settings: list[str]):
+    """Last-layer encoding width: per-image SVD vs dataset PCA dims, and the SEP curve against the diagonal."""
+    final = enc[(enc.role == "teacher") | enc.model.str.endswith("final")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    cmap = plt.get_cmap("tab10")
+    models = [("teacher", final[final.role == "teacher"], "black")]
+    models += [(s, final[final.setting == s], cmap(i % 10)) for i, s in enumerate(settings)]
+    for label, d, color in models:
+        if d.empty:
+            continue
+        svd = d[d.measure == "svd_dim"].groupby("threshold").value.mean()
+        pca = d[d.measure == "pca_dim"].groupby("threshold").value.mean()
+        width = d[d.measure == "sep_dim"].value.iloc[0] / d[d.measure == "sep_fraction"].value.iloc[0]
+        axes[0].plot(svd.index, svd / width, color=color, marker="o", label=f"{label} (per image)")
+        axes[0].plot(pca.index, pca / width, color=color, marker="s", ls="--")
+        sep = d[d.measure == "sep_fraction"].groupby("threshold").value.mean()
+        axes[1].plot(sep.index, sep.values, color=color, marker="o", label=label)
+    axes[0].set(xlabel="energy fraction", ylabel="dims / width (99th pct over images)",
+                title="Per-image SVD (solid) vs dataset PCA (dashed)")
+    axes[1].plot([0.5, 0.9], [0.5, 0.9], color="grey", lw=1, ls=":", label="flat spectrum")
+    axes[1].set(xlabel="SEP energy level", ylabel="d / D", title="Token spectral energy pattern (SEP)")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[1].legend(fontsize=7, frameon=False, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str]) -> list[Path]:
     m, out = Path(metrics_dir), Path(out_dir)
     layers, spectra = pd.read_csv(m / "layers.csv"), pd.read_csv(m / "spectra.csv")
     acc, summary = pd.read_csv(m / "accuracy.csv"), pd.read_csv(m / "accuracy_summary.csv")
     curves = pd.read_csv(m / "curves.csv")
+    cka, enc = pd.read_csv(m / "cka.csv"), pd.read_csv(m / "encoding.csv")
     with plt.rc_context(STYLE):
         figs = {
             "teacher_entropy": teacher_bars(layers, "entropy", "entropy (bits)", "Teacher per-layer entropy", log=True),
@@ -184,8 +230,10 @@ def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[st
             "entropy_profiles": entropy_profiles(layers, settings),
             "accuracy": accuracy_bars(acc, summary, settings),
             "accuracy_curves": accuracy_curves(curves, settings),
+            "encoding": encoding_figure(enc, settings),
         }
         figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
+        figs.update({f"cka_{s}": cka_heatmap(cka, s) for s in settings})
         written = []
         for name, fig in figs.items():
             save(fig, out / f"{name}.png")

@@ -85,9 +85,12 @@ def final_targets():
     tables = ["layers.csv", "spectra.csv", "accuracy.csv", "accuracy_summary.csv", "curves.csv"]
     return (
         [f"results/metrics/{t}" for t in tables]
+        + ["results/metrics/cka.csv", "results/metrics/phases.csv", "results/metrics/encoding.csv"]
+        + ["results/claims.md"]
         + [f"results/metrics/entropy_{s}_seed_{seed}.csv" for s, seed in student_runs()]
         + [f"results/figures/{f}.png" for f in FIGURES]
         + [f"results/figures/entropy_heatmap_{s}.png" for s in SETTINGS]
+        + [f"results/figures/cka_{s}.png" for s in SETTINGS]
     )
 
 
@@ -100,3 +103,11 @@ def run_tables(name):
 
 def figure(name, category, caption):
     return report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category)
+
+
+def claims_options():
+    """The claims rule's thresholds from config (claims.*), as CLI flags."""
+    c = config["claims"]
+    flags = {"--level": c["level"], "--neutral-tolerance": c["neutral_tolerance"],
+             "--noise-floor": c["noise_floor"], "--early-fraction": c["early_fraction"]}
+    return " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)

@@ -6,6 +6,7 @@ FIGURES = [
     "entropy_profiles",
     "accuracy",
     "accuracy_curves",
+    "encoding",
 ]
 FIGURE_CATEGORY = {
     "teacher_entropy": "1. Teacher",
@@ -15,6 +16,7 @@ FIGURE_CATEGORY = {
     "entropy_profiles": "2. Students",
     "accuracy": "3. Accuracy",
     "accuracy_curves": "3. Accuracy",
+    "encoding": "2. Students",
 }
 
 
@@ -22,7 +24,8 @@ rule plot:
     input:
         code=code("plots"),
         tables=expand(
-            "results/metrics/{t}.csv", t=["layers", "spectra", "accuracy", "accuracy_summary", "curves"]
+            "results/metrics/{t}.csv",
+            t=["layers", "spectra", "accuracy", "accuracy_summary", "curves", "cka", "encoding"],
         ),
     output:
         [figure(f, FIGURE_CATEGORY[f], f) for f in FIGURES],
@@ -32,6 +35,16 @@ rule plot:
                 caption="../report/entropy_heatmap.rst",
                 category="2. Students",
                 subcategory="Entropy heatmaps",
+                labels={"setting": s},
+            )
+            for s in SETTINGS
+        ],
+        [
+            report(
+                f"results/figures/cka_{s}.png",
+                caption="../report/cka.rst",
+                category="2. Students",
+                subcategory="CKA with the teacher",
                 labels={"setting": s},
             )
             for s in SETTINGS

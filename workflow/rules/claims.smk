@@ -1,0 +1,22 @@
+rule claims:
+    input:
+        code=code("claims"),
+        layers="results/metrics/layers.csv",
+        accuracy="results/metrics/accuracy.csv",
+        curves="results/metrics/curves.csv",
+    output:
+        md=report("results/claims.md", caption="../report/claims.rst", category="4. Claims"),
+        json="results/claims.json",
+    params:
+        settings=as_json({n: {"method": s["method"], "pairs": s["pairs"]}
+                          for n, s in ((k[0], v["setting"]) for k, v in STUDENT_SPECS.items())}),
+        depths=f"--student-depth {_SHAPES['student'][0]} --teacher-depth {_SHAPES['teacher'][0]}",
+        options=claims_options(),
+    conda:
+        ENV
+    log:
+        "results/logs/claims.log",
+    shell:
+        "python -m distdyn.claims --layers {input.layers} --accuracy {input.accuracy} --curves {input.curves} "
+        "--settings-json {params.settings:q} {params.depths} {params.options} --out {output.md} "
+        "--json {output.json} > {log} 2>&1"
