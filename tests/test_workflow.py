@@ -80,3 +80,74 @@ def test_report_builds(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results/report.html").read_text(errors="replace")
     assert "teacher_entropy.png" in html and "U-shape" in html
+
+
+# ---------------------------------------------------------------- incremental re-runs
+
+AGGREGATES = {"gather_metrics": 1, "gather_cka": 1, "accuracy_tables": 1, "phases": 1, "encoding": 1,
+              "plot": 1, "claims": 1}
+ONE_STUDENT = {"distill_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1}
+
+
+@pytest.fixture
+def rerun_dir(finished_run, tmp_path):
+    """A copy of the finished run (outputs, mtimes and Snakemake metadata) to modify."""
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(finished_run, dst, symlinks=True)
+    return dst
+
+
+def _planned(workdir):
+    jobs = planned_jobs(workdir)
+    jobs.pop("all", None)
+    return jobs
+
+
+def _edit_config(workdir, change):
+    import yaml
+
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    change(cfg)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _edit_code(workdir, module):
+    path = workdir / "workflow" / "distdyn" / f"{module}.py"
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_changed_loss_weight_reruns_that_setting_and_aggregates(rerun_dir):
+    def change(cfg):
+        next(s for s in cfg["settings"] if s["name"] == "spectral_last")["feature_weight"] = 0.5
+
+    _edit_config(rerun_dir, change)
+    assert _planned(rerun_dir) == {**ONE_STUDENT, **AGGREGATES}
+    out = snakemake(rerun_dir, "-n", "--cores", "2").stdout
+    assert "results/students/spectral_last/seed_0/final.pt" in out
+    assert "results/students/logit/seed_0/final.pt" not in out
+
+
+def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
+    _edit_config(rerun_dir, lambda cfg: cfg["settings"].append({"name": "mse_last", "method": "mse", "layers": "last"}))
+    assert _planned(rerun_dir) == {**ONE_STUDENT, **AGGREGATES}
+    out = snakemake(rerun_dir, "-n", "--cores", "2").stdout
+    assert "results/students/mse_last/seed_0/final.pt" in out
+
+
+def test_edited_metrics_code_reruns_metrics_tables_figures_only(rerun_dir):
+    _edit_code(rerun_dir, "metrics")
+    assert _planned(rerun_dir) == {"compute_metrics": 4, "compute_teacher_metrics": 1, "cka": 4, **AGGREGATES}
+
+
+def test_edited_plotting_code_reruns_figures_only(rerun_dir):
+    _edit_code(rerun_dir, "plots")
+    assert _planned(rerun_dir) == {"plot": 1}
+
+
+def test_edited_loss_code_reruns_students_not_the_teacher(rerun_dir):
+    _edit_code(rerun_dir, "losses")
+    planned = _planned(rerun_dir)
+    assert planned == {"distill_student": 4, "dump_activations": 4, "compute_metrics": 4, "cka": 4, **AGGREGATES}
+    assert "pretrain_teacher" not in planned and "dump_teacher_activations" not in planned

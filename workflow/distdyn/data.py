@@ -234,12 +234,15 @@ def image_folder(cfg: dict, train: bool, img_size: int):
     if not root.is_dir():
         raise DataError(f"data.root: {root} does not exist (imagefolder needs train/ and val/)")
     aug = cfg["augment"]
-    tf = create_transform(
-        img_size, is_training=train and aug["timm"], auto_augment=aug["auto_augment"] if train else None,
-        re_prob=aug["re_prob"] if train else 0.0, hflip=0.5 if (train and aug["hflip"]) else 0.0,
-        interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        crop_pct=0.875,
-    )
+    if train and aug["timm"]:
+        # The DeiT recipe: RandomResizedCrop, flip, RandAugment, pixel-mode random erasing.
+        tf = create_transform(img_size, is_training=True, auto_augment=aug["auto_augment"], re_prob=aug["re_prob"],
+                              re_mode="pixel", hflip=0.5 if aug["hflip"] else 0.0, color_jitter=0.4,
+                              interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    else:
+        # Resize(size / 0.875) then CenterCrop(size), bicubic: 256 -> 224 as the authors evaluate.
+        tf = create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=0.875,
+                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return ImageFolder(str(root), transform=tf)
 
 
