@@ -5,13 +5,14 @@
 # Debian 12 packages (Slurm 22.05), no slurmdbd, no systemd, no cgroups.
 #
 #   bash tests/slurm/up.sh up        # install if needed, write config, start, wait until idle
-#   bash tests/slurm/up.sh down      # cancel its jobs, stop ONLY the daemons it started (by PID)
+#   bash tests/slurm/up.sh down      # cancel its jobs, stop ONLY the daemons it started (by PID),
+#                                    # remove the config it wrote (restoring one it set aside)
 #   bash tests/slurm/up.sh status    # show PIDs, sinfo, squeue
 #   bash tests/slurm/up.sh selftest  # srun hostname + sbatch --wrap round trip (+ a GPU step)
 #
 # Needs root: it installs packages, writes /etc/slurm/slurm.conf (and gres.conf)
-# and runs the daemons as root. It OVERWRITES /etc/slurm/slurm.conf: use it on a
-# CI machine or a throw-away box, never on a machine that is part of a real cluster.
+# and runs the daemons as root. An existing slurm.conf is set aside and put back by
+# `down`; still, use it on a CI machine or a throw-away box, not on a node of a real cluster.
 #
 # Env knobs:
 #   FAKE_GPUS=N   declare N fake GPUs (GresTypes=gpu, Gres=gpu:N, gres.conf with
@@ -36,6 +37,7 @@ CI_DIR=${SLURM_CI_DIR:-/tmp/distdyn-slurm}
 FAKE_GPUS=${FAKE_GPUS:-0}
 PIDS="$CI_DIR/pids"              # lines: "<name> <pid>"
 UNAVAILABLE=3
+MARKER="# single-node CI cluster written by distdyn's tests/slurm/up.sh"
 
 log() { printf '[slurm-up %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 unavailable() { log "SLURM unavailable: $*"; exit "$UNAVAILABLE"; }
@@ -81,7 +83,7 @@ write_config() {
     # so clone /dev/null (c 1 3). The trailing number is the index slurm exports
     # as CUDA_VISIBLE_DEVICES. Nothing opens them (no cgroup device constraint).
     mkdir -p "$CI_DIR/fakegpu"
-    : > /etc/slurm/gres.conf
+    echo "$MARKER" > /etc/slurm/gres.conf
     for i in $(seq 0 $((FAKE_GPUS-1))); do
       [ -c "$CI_DIR/fakegpu/nvidia$i" ] || { rm -f "$CI_DIR/fakegpu/nvidia$i"; mknod "$CI_DIR/fakegpu/nvidia$i" c 1 3; }
       echo "NodeName=$host Name=gpu File=$CI_DIR/fakegpu/nvidia$i" >> /etc/slurm/gres.conf
@@ -91,7 +93,7 @@ write_config() {
   fi
 
   cat > /etc/slurm/slurm.conf <<EOF
-# single-node CI cluster written by distdyn's tests/slurm/up.sh
+$MARKER
 ClusterName=localci
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
@@ -138,6 +140,35 @@ EOF
   log "wrote /etc/slurm/slurm.conf (node $host, CPUs=$cpus, RealMemory=$mem, fake GPUs=$FAKE_GPUS)"
 }
 
+# Set aside a slurm.conf/gres.conf this script did not write (e.g. the client config of a real
+# cluster); `down` puts it back.
+save_foreign_config() {
+  local f
+  for f in slurm.conf gres.conf; do
+    if [ -e "/etc/slurm/$f" ] && ! head -1 "/etc/slurm/$f" | grep -qxF "$MARKER" && [ ! -e "$CI_DIR/$f.orig" ]; then
+      cp -p "/etc/slurm/$f" "$CI_DIR/$f.orig"
+      log "saved the existing /etc/slurm/$f to $CI_DIR/$f.orig (restored by down)"
+    fi
+  done
+}
+
+# Remove the config files this script wrote, and restore saved ones. Left in place, a slurm.conf
+# whose slurmctld is down makes every `scontrol` call hang ~10 s before failing, and
+# snakemake-executor-plugin-slurm runs `scontrol show config` when it is imported, i.e. at the
+# start of EVERY snakemake command, local runs included, once the plugin is installed.
+remove_config() {
+  local f
+  for f in slurm.conf gres.conf; do
+    if [ -e "/etc/slurm/$f" ] && head -1 "/etc/slurm/$f" | grep -qxF "$MARKER"; then
+      rm -f "/etc/slurm/$f"
+    fi
+    if [ -e "$CI_DIR/$f.orig" ]; then
+      mv "$CI_DIR/$f.orig" "/etc/slurm/$f"
+      log "restored /etc/slurm/$f"
+    fi
+  done
+}
+
 # A killed daemon may linger as a zombie (PID 1 in some sandboxes does not reap
 # orphans); `kill -0` succeeds on zombies, so look at the state field too.
 alive() {
@@ -176,8 +207,9 @@ up() {
   local t0=$SECONDS
   [ "$(id -u)" -eq 0 ] || unavailable "needs root (installs packages, writes /etc/slurm, runs the daemons as root)"
   install_pkgs
-  [ -s "$PIDS" ] && { log "found $PIDS from an earlier run: stopping those first"; down; }
+  [ -s "$PIDS" ] && { log "found $PIDS from an earlier run: stopping those first"; stop_daemons; }
   check_foreign
+  save_foreign_config
   write_config
 
   # --- munge: needs /run/munge (tmpfs, not created without systemd), key 0400 owned by munge
@@ -211,7 +243,12 @@ up() {
 }
 
 down() {
-  [ -s "$PIDS" ] || { log "nothing to stop"; return 0; }
+  stop_daemons
+  remove_config
+}
+
+stop_daemons() {
+  [ -s "$PIDS" ] || { log "no daemons recorded in $PIDS: nothing to stop"; return 0; }
   # Jobs run under slurmstepd processes that are NOT children we track and that
   # survive a killed slurmd: cancel every job of this private cluster first.
   if scontrol ping >/dev/null 2>&1; then
