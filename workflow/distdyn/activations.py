@@ -15,7 +15,6 @@ attributes: grid_h, grid_w, model, role, setting, seed, epoch, layer_names, conf
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

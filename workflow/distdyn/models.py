@@ -1,6 +1,7 @@
 """timm models by name, their block outputs, and checkpoint I/O."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,10 +22,16 @@ def create_model(model_cfg: dict, num_classes: int, in_chans: int, device: str |
         return timm.create_model(model_cfg["model"], pretrained=False, **model_kwargs(model_cfg, num_classes, in_chans))
 
 
+_SHAPES: dict[str, tuple[int, int]] = {}
+
+
 def describe_model(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int]:
-    """(depth, width) without allocating weights."""
-    model = create_model(model_cfg, num_classes, in_chans, device="meta")
-    return num_blocks(model), model.num_features
+    """(depth, width) without allocating weights; memoised, since config checks and job specs both ask."""
+    key = json.dumps([model_cfg, num_classes, in_chans], sort_keys=True, default=str)
+    if key not in _SHAPES:
+        model = create_model(model_cfg, num_classes, in_chans, device="meta")
+        _SHAPES[key] = (num_blocks(model), model.num_features)
+    return _SHAPES[key]
 
 
 def num_blocks(model: nn.Module) -> int:
