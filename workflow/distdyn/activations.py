@@ -106,6 +106,34 @@ def block_outputs_and_grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     return blocks, logits.detach(), grad_mag.detach(), feats[0].shape[-2:]
 
 
+class ValueRange:
+    """Per-layer min and max of the values as stored, kept while writing so that readers
+    (the entropy's file-wide range) need no extra pass over the file."""
+
+    def __init__(self, layers: int):
+        self.lo = np.full(layers, np.inf, dtype=np.float32)
+        self.hi = np.full(layers, -np.inf, dtype=np.float32)
+
+    def update(self, stored: np.ndarray, layer: int | None = None) -> None:
+        """Fold in stored values: [L, b, N, C] for all layers, or [b, N, C] of one `layer`."""
+        axes = tuple(range(1, stored.ndim)) if layer is None else None
+        where = slice(None) if layer is None else layer
+        self.lo[where] = np.minimum(self.lo[where], stored.min(axis=axes))
+        self.hi[where] = np.maximum(self.hi[where], stored.max(axis=axes))
+
+    def write(self, f: h5py.File) -> None:
+        f["blocks"].attrs["layer_min"] = self.lo
+        f["blocks"].attrs["layer_max"] = self.hi
+
+
+def stored_value_range(f: h5py.File) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-layer (min, max) a dump recorded when written, or None for older dumps."""
+    a = f["blocks"].attrs
+    if "layer_min" not in a or "layer_max" not in a:
+        return None
+    return np.asarray(a["layer_min"], dtype=np.float32), np.asarray(a["layer_max"], dtype=np.float32)
+
+
 def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: str | Path, meta: dict,
          dtype: str = "float32", compression: str = "lzf", chunk_images: int = 64, batch_size: int = 128,
          device: str = "cpu") -> Path:
@@ -135,11 +163,15 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
                     f.create_dataset("logits", shape=(B, logits.shape[1]), dtype="float32")
                     f.create_dataset("grad_magnitude", shape=(L, B), dtype="float32")
                     f.attrs.update({"grid_h": int(gh), "grid_w": int(gw), "layer_names": [f"blocks.{i}" for i in range(L)]})
+                    value_range = ValueRange(L)
                 stop = start + len(y)
-                f["blocks"][:, start:stop] = blocks.cpu().numpy().astype(dtype)
+                stored = blocks.cpu().numpy().astype(dtype)
+                f["blocks"][:, start:stop] = stored
+                value_range.update(stored)
                 f["logits"][start:stop] = logits.cpu().numpy()
                 f["grad_magnitude"][:, start:stop] = grad_mag.cpu().numpy()
                 start = stop
+            value_range.write(f)
             f.create_dataset("labels", data=probe["label"].to_numpy().astype(np.int64))
             f.create_dataset("probe_indices", data=indices.astype(np.int64))
             f.attrs.update({"model": meta["model"], "role": meta["role"], "setting": meta["setting"],

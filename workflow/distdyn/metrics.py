@@ -13,11 +13,14 @@ Definitions (the authors' code is the reference):
   gradient_magnitude   mean |d logit_target / d block output| (from the dump)
 
 A dump is read one layer and `chunk_images` images at a time, so memory stays
-bounded whatever the file size; the global entropy range takes a first pass.
+bounded whatever the file size. The entropy range is the per-layer min/max the dump
+recorded when written (older dumps: a first streaming pass). Binning reproduces
+np.histogram exactly with float32 arithmetic plus an exact check of values near edges.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import dump_meta, open_dump
+from .activations import dump_meta, open_dump, stored_value_range
 
 SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
 ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
@@ -81,35 +84,57 @@ def histogram_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
     return torch.from_numpy(np.linspace(np.float32(lo), np.float32(hi), bins + 1, dtype=np.float32))
 
 
+@functools.lru_cache(maxsize=8)
 def _nlog2n(n: int) -> torch.Tensor:
     k = torch.arange(n + 1, dtype=torch.float64)
     return torch.where(k > 0, k * torch.log2(k.clamp_min(1)), torch.zeros_like(k))
 
 
+def histogram_bins(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """np.histogram's bin of each float32 value (int32): bin i holds edges[i] <= v < edges[i+1],
+    the last bin also its right edge. Values outside the edges are the caller's business.
+
+    Float32 arithmetic puts every value within `tol` bins of its exact position, so only
+    the few values that close to an edge are compared against the float32 edges.
+    """
+    bins = len(edges) - 1
+    lo, hi = float(edges[0]), float(edges[-1])
+    inner = edges[1:-1].contiguous()
+    tol = 64 * bins * float(np.finfo(np.float32).eps) * (1 + max(abs(lo), abs(hi)) / (hi - lo))
+    if tol > 0.05:  # a range far from zero relative to its width: search every value
+        return torch.bucketize(x, inner, right=True, out_int32=True)
+    pos = (x - lo).mul_(bins / (hi - lo))
+    idx = pos.floor()
+    frac = pos.sub_(idx)
+    near = ((frac < tol) | (frac > 1 - tol)).view(-1).nonzero().squeeze(1)
+    idx = idx.clamp_(0, bins - 1).to(torch.int32)
+    idx.view(-1)[near] = torch.bucketize(x.reshape(-1)[near], inner, right=True, out_int32=True)
+    return idx
+
+
 def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (bits) of each token's channel-value histogram: [..., C] -> [...].
 
-    Binning matches np.histogram exactly: bin i holds edges[i] <= v < edges[i+1], the
-    last bin also holds its right edge, values outside the range are dropped (and
-    still count in p = counts / C, as in the authors' code). With n_b the counts,
+    Binning is np.histogram's (`histogram_bins`); values outside the range are dropped
+    and still count in p = counts / C, as in the authors' code. With n_b the counts,
     H = (sum n_b / C) log2 C - (1/C) sum n_b log2 n_b.
     """
     bins, C = len(edges) - 1, x.shape[-1]
     lead = x.shape[:-1]
     x = x.float().reshape(-1, C)
-    lo, hi = edges[0], edges[-1]
-    # A first guess by arithmetic, then exact against the float32 edges, as numpy does.
-    idx = ((x - lo) * (bins / (hi - lo))).clamp_(0, bins - 1).long()
-    idx -= (x < edges.take(idx)).long()
-    idx.clamp_(0, bins - 1)
-    idx += ((x >= edges.take(idx + 1)) & (idx < bins - 1)).long()
-    inside = (x >= lo) & (x <= hi)
-    # One bincount over (token, bin) pairs; out-of-range values go to a spare slot.
     tokens = x.shape[0]
-    flat = idx + torch.arange(tokens).mul_(bins).unsqueeze(1)
-    flat = torch.where(inside, flat, tokens * bins)
-    counts = torch.bincount(flat.view(-1), minlength=tokens * bins + 1)[:-1].view(tokens, bins)
-    total = inside.sum(-1, dtype=torch.float64)
+    slots = tokens * bins
+    itype = torch.int32 if slots < 2**31 - 1 else torch.int64
+    idx = histogram_bins(x, edges).to(itype)
+    idx += torch.arange(0, slots, bins, dtype=itype).unsqueeze(1)  # one bincount over (token, bin) pairs
+    vmin, vmax = torch.aminmax(x) if x.numel() else (edges[0], edges[0])
+    if vmin < edges[0] or vmax > edges[-1]:
+        inside = (x >= edges[0]) & (x <= edges[-1])
+        idx = torch.where(inside, idx, slots)  # a spare slot for dropped values
+        total = inside.sum(-1, dtype=torch.float64)
+    else:
+        total = torch.full((tokens,), float(C), dtype=torch.float64)
+    counts = torch.bincount(idx.view(-1), minlength=slots + 1)[:slots].view(tokens, bins)
     h = total / C * np.log2(C) - _nlog2n(C).take(counts).sum(-1) / C
     return h.view(lead)
 
@@ -135,13 +160,18 @@ def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
-                 chunk_images: int = 256) -> DumpMetrics:
-    """All layer metrics of one dump, never holding more than one chunk of it in memory."""
+                 chunk_images: int = 256, stored_range: bool = True) -> DumpMetrics:
+    """All layer metrics of one dump, never holding more than one chunk of it in memory.
+
+    The entropy range comes from the min/max the dump recorded when written; without
+    them (or with `stored_range=False`) a first streaming pass finds it.
+    """
     with open_dump(path) as f:
         blocks = f["blocks"]
         L, B, N, C = blocks.shape
         chunk_images = max(1, min(chunk_images, B))
-        lo, hi = value_range(blocks, chunk_images)
+        recorded = stored_value_range(f) if stored_range else None
+        lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images)
         if entropy_range == "global":
             lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
         elif entropy_range != "per_layer":
