@@ -10,7 +10,8 @@ Both steps use the same models, batch and last-layer spectral loss (distdyn.loss
   distdyn    distdyn.train's step: bf16 autocast, fused AdamW (timm factory), teacher under
              torch.inference_mode(), torch.compile of student and teacher (CUDA), data already
              on the device
-Prints images/s for both and the ratio. On CPU both run in float32 without compile.
+Prints images/s for both and the ratio (on CUDA also distdyn's step without compile). On CPU both
+run in float32 without compile.
 """
 from __future__ import annotations
 
@@ -70,10 +71,10 @@ def reference_step(p: dict, device, x_host, y_host):
     return step
 
 
-def distdyn_step(p: dict, device, x_host, y_host):
+def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True):
     teacher, student, crit = build(p, device)
     cuda = device.type == "cuda"
-    rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda)
+    rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile)
     opt, _ = make_optimizer(student, crit, TRAIN, rt)
     s_fwd, t_fwd = BlockForward(student, crit.student_indices), BlockForward(teacher, crit.teacher_indices)
     if rt.compile:
@@ -129,6 +130,9 @@ def main() -> int:
           f"{p['pairs']}, device {name}, torch {torch.__version__}")
     ref = images_per_s(reference_step(p, device, x, y), batch, args.steps, args.warmup, device)
     print(f"reference  {ref:10.1f} images/s")
+    if device.type == "cuda":  # the same step without torch.compile (train.compile: off)
+        eager = images_per_s(distdyn_step(p, device, x, y, compile=False), batch, args.steps, args.warmup, device)
+        print(f"distdyn, no compile {eager:10.1f} images/s   {eager / ref:.2f}x")
     ours = images_per_s(distdyn_step(p, device, x, y), batch, args.steps, args.warmup, device)
     print(f"distdyn    {ours:10.1f} images/s")
     print(f"ratio      {ours / ref:10.2f}x")

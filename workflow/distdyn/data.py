@@ -270,17 +270,19 @@ def describe(cfg: dict) -> DataInfo:
 
 def augment_batch(x: torch.Tensor, aug: dict, gen: torch.Generator) -> torch.Tensor:
     """Random crop after zero padding and random horizontal flip, per image."""
-    pad = aug["crop_padding"]
+    # Random numbers come from the CPU generator (same stream on any device); the work runs where x is.
+    pad, dev = aug["crop_padding"], x.device
     if pad:
         b, _, h, w = x.shape
         xp = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        rows = (dy.view(b, 1) + torch.arange(h)).view(b, 1, h, 1)
-        cols = (dx.view(b, 1) + torch.arange(w)).view(b, 1, 1, w)
-        x = xp[torch.arange(b).view(b, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        rows = (dy.view(b, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
+        cols = (dx.view(b, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
+        x = xp[torch.arange(b, device=dev).view(b, 1, 1, 1), torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1),
+               rows, cols]
     if aug["hflip"]:
-        flip = torch.rand(x.shape[0], generator=gen) < 0.5
+        flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(dev)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     return x
 

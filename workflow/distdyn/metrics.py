@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import kernels
 from .activations import dump_meta, open_dump, stored_value_range
 
 SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
@@ -147,6 +148,21 @@ def _chunks(n: int, size: int):
         yield start, min(start + size, n)
 
 
+def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One chunk [b, N, C]: |FFT| summed over positions [b, C//2 + 1] (float64), each image's
+    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels, or None for torch."""
+    b, N, C = x.shape
+    xt = torch.from_numpy(x)
+    if lib is None:
+        mag = half_spectrum(xt).sum(1, dtype=torch.float64)
+        entropy = token_entropy(xt, edges).mean(1).numpy()
+        return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).numpy()
+    z = torch.fft.rfft(xt, dim=-1).numpy()
+    mag = torch.from_numpy(kernels.spectrum_abs_sum(lib, z)) / C
+    h, a = kernels.token_entropy(lib, x.reshape(-1, C), edges.numpy(), _nlog2n(C).numpy())
+    return mag, h.reshape(b, N).mean(1), a.reshape(b, N).sum(1)
+
+
 def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-layer min and max of a [L, B, N, C] dataset, streamed."""
     L, B = blocks.shape[:2]
@@ -160,8 +176,11 @@ def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
-                 chunk_images: int = 256, stored_range: bool = True) -> DumpMetrics:
+                 chunk_images: int = 256, stored_range: bool = True, use_kernels: bool = True) -> DumpMetrics:
     """All layer metrics of one dump, never holding more than one chunk of it in memory.
+
+    With `use_kernels` (and a C compiler) the per-token work runs in distdyn.kernels,
+    else in torch; both give the same numbers.
 
     The entropy range comes from the min/max the dump recorded when written; without
     them (or with `stored_range=False`) a first streaming pass finds it.
@@ -176,6 +195,7 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
         elif entropy_range != "per_layer":
             raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
+        lib = kernels.load() if use_kernels else None
         per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
         spectra = np.zeros((L, C // 2))
         weights = fold_weights(C)
@@ -183,12 +203,12 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins)
             spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
             for b0, b1 in _chunks(B, chunk_images):
-                x = torch.from_numpy(np.asarray(blocks[layer, b0:b1], dtype=np.float32))
-                mag = half_spectrum(x).sum(1, dtype=torch.float64)  # [b, C//2 + 1], summed over positions
+                x = np.asarray(blocks[layer, b0:b1], dtype=np.float32)
+                mag, entropy, abs_sum = chunk_metrics(x, edges, lib)
                 spec_sum += mag.sum(0)
                 per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
-                per_image["entropy"][layer, b0:b1] = token_entropy(x, edges).mean(1).numpy()
-                per_image["activation_magnitude"][layer, b0:b1] = x.abs().sum((1, 2), dtype=torch.float64).numpy() / (N * C)
+                per_image["entropy"][layer, b0:b1] = entropy
+                per_image["activation_magnitude"][layer, b0:b1] = abs_sum / (N * C)
             spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
         per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
         meta = dump_meta(f)

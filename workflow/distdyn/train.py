@@ -292,10 +292,10 @@ def make_optimizer(model: nn.Module, criterion: nn.Module, train_cfg: dict, rt: 
     return opt, sched
 
 
-def check_finite(terms, spec: dict, epoch: int) -> None:
+def check_finite(terms: dict[str, float], spec: dict, epoch: int) -> None:
     for name, value in terms.items():
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(f"non-finite {name} loss ({value.item()}) in setting {spec['name']!r}, "
+        if not np.isfinite(value):
+            raise NonFiniteLossError(f"non-finite {name} loss ({value}) in setting {spec['name']!r}, "
                                      f"seed {spec['seed']}, epoch {epoch}")
 
 
@@ -306,8 +306,8 @@ def train_one_epoch(student, teacher, criterion, opt, batches: Batches, gen, rt:
     """One pass over the training data; `student` and `teacher` are BlockForward modules (possibly wrapped)."""
     student.train()
     criterion.train()
-    sums = torch.zeros(4, dtype=torch.float64)
-    n = 0
+    # Loss sums stay on the device: no host sync per step; finiteness is checked once per epoch.
+    sums = torch.zeros(5, dtype=torch.float64, device=rt.device)
     for x, y in batches.train(gen, epoch):
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
         logits_t = feats_t = None
@@ -320,17 +320,16 @@ def train_one_epoch(student, teacher, criterion, opt, batches: Batches, gen, rt:
         with _autocast(rt):
             logits_s, feats_s = student(x)
         terms = criterion(logits_s, y, logits_t, feats_s, feats_t)
-        check_finite({"total": terms.total, **terms.items()}, spec, epoch)
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         opt.step()
         b = len(y)
-        sums += torch.tensor([t.item() for t in (terms.total, terms.base, terms.feat, terms.dist)], dtype=torch.float64) * b
-        n += b
-    stats = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64)])
+        step = torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
+        sums += torch.cat([step * b, step.new_tensor([b])])
     if rt.world > 1:
-        torch.distributed.all_reduce(stats)
-    total, base, feat, dist, count = stats.tolist()
+        torch.distributed.all_reduce(sums)
+    total, base, feat, dist, count = sums.tolist()
+    check_finite({"total": total, "base": base, "feat": feat, "dist": dist}, spec, epoch)
     return {"train_loss": total / count, "train_loss_base": base / count, "train_loss_feat": feat / count,
             "train_loss_dist": dist / count, "images": int(count)}
 
