@@ -71,14 +71,14 @@ def reference_step(p: dict, device, x_host, y_host):
     return step
 
 
-def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True):
+def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True, mode: str | None = None):
     teacher, student, crit = build(p, device)
     cuda = device.type == "cuda"
     rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile)
     opt, _ = make_optimizer(student, crit, TRAIN, rt)
     s_fwd, t_fwd = BlockForward(student, crit.student_indices), BlockForward(teacher, crit.teacher_indices)
     if rt.compile:
-        s_fwd, t_fwd = torch.compile(s_fwd), torch.compile(t_fwd)
+        s_fwd, t_fwd = torch.compile(s_fwd, mode=mode), torch.compile(t_fwd, mode=mode)
     x, y = x_host.to(device), y_host.to(device)  # the dataset lives on the device
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 
@@ -114,6 +114,7 @@ def main() -> int:
     a.add_argument("--steps", type=int, default=20)
     a.add_argument("--warmup", type=int, default=5, help="untimed steps (compile happens here)")
     a.add_argument("--threads", type=int, default=None)
+    a.add_argument("--compile-mode", help="also time distdyn's step with torch.compile(mode=...) (CUDA)")
     args = a.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,6 +137,9 @@ def main() -> int:
     ours = images_per_s(distdyn_step(p, device, x, y), batch, args.steps, args.warmup, device)
     print(f"distdyn    {ours:10.1f} images/s")
     print(f"ratio      {ours / ref:10.2f}x")
+    if device.type == "cuda" and args.compile_mode:
+        alt = images_per_s(distdyn_step(p, device, x, y, mode=args.compile_mode), batch, args.steps, args.warmup, device)
+        print(f"distdyn, compile mode {args.compile_mode} {alt:10.1f} images/s   {alt / ref:.2f}x")
     return 0
 
 

@@ -268,22 +268,31 @@ def describe(cfg: dict) -> DataInfo:
 # ---------------------------------------------------------------- batching
 
 
-def augment_batch(x: torch.Tensor, aug: dict, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, per image."""
-    # Random numbers come from the CPU generator (same stream on any device); the work runs where x is.
+def draw_augment(n: int, aug: dict, gen: torch.Generator, device) -> dict[str, torch.Tensor]:
+    """Random crop offsets and flips for n images, drawn from the CPU generator (the same stream
+    on any device) and moved to `device` in one copy, so a GPU epoch never waits on the host."""
+    pad = aug["crop_padding"]
+    draws = {}
+    if pad:
+        draws["dy"] = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        draws["dx"] = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    if aug["hflip"]:
+        draws["flip"] = torch.rand(n, generator=gen) < 0.5
+    return {k: v.to(device) for k, v in draws.items()}
+
+
+def apply_augment(x: torch.Tensor, aug: dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, per image, on x's device."""
     pad, dev = aug["crop_padding"], x.device
     if pad:
         b, _, h, w = x.shape
         xp = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-        rows = (dy.view(b, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
-        cols = (dx.view(b, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
+        rows = (draws["dy"].view(b, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
+        cols = (draws["dx"].view(b, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
         x = xp[torch.arange(b, device=dev).view(b, 1, 1, 1), torch.arange(x.shape[1], device=dev).view(1, -1, 1, 1),
                rows, cols]
     if aug["hflip"]:
-        flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(dev)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = torch.where(draws["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
     return x
 
 
@@ -292,12 +301,14 @@ def tensor_batches(split: TensorSplit, batch_size: int, *, shuffle: bool = False
                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) batches; `shard=(rank, world)` takes every world-th image of each batch."""
     n = len(split)
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    dev = split.images.device
+    order = (torch.randperm(n, generator=gen) if shuffle else torch.arange(n)).to(dev)
+    draws = draw_augment(n, aug, gen, dev) if aug is not None else None
     stop = n - n % batch_size if drop_last else n
     rank, world = shard
     for i in range(0, stop, batch_size):
         idx = order[i:i + batch_size][rank::world]
         x = split.images[idx]
-        if aug is not None:
-            x = augment_batch(x, aug, gen)
+        if draws is not None:
+            x = apply_augment(x, aug, {k: v[i:i + batch_size][rank::world] for k, v in draws.items()})
         yield x, split.labels[idx]

@@ -325,7 +325,8 @@ def train_one_epoch(student, teacher, criterion, opt, batches: Batches, gen, rt:
         opt.step()
         b = len(y)
         step = torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
-        sums += torch.cat([step * b, step.new_tensor([b])])
+        sums[:4] += step * b
+        sums[4] += b
     if rt.world > 1:
         torch.distributed.all_reduce(sums)
     total, base, feat, dist, count = sums.tolist()
