@@ -91,3 +91,10 @@ def test_authors_lr_step_repeats_the_first_value(tiny_cfg, tmp_path):
     exact = [l["lr"] for l in train.run(spec, tmp_path / "b")]
     assert authors[0] == authors[1] == exact[0]
     assert authors[2] == exact[1]
+
+
+def test_compile_mode_from_config_and_default_under_ddp():
+    cfg = {"amp": "auto", "compile": "on", "compile_mode": "reduce-overhead"}
+    rt = train.make_runtime(cfg, gpu=0, device="cpu")
+    assert rt.compile and rt.compile_mode == "reduce-overhead" and rt.amp_dtype is None
+    assert train.compile_mode(cfg, world=2) == "default"

@@ -45,6 +45,7 @@ class Runtime:
     world: int = 1
     amp_dtype: torch.dtype | None = None
     compile: bool = False
+    compile_mode: str = "default"
 
     @property
     def main(self) -> bool:
@@ -68,7 +69,12 @@ def make_runtime(train_cfg: dict, gpu: int, device: str = "auto") -> Runtime:
     cuda = dev.type == "cuda"
     amp = {"auto": torch.bfloat16 if cuda else None, "bf16": torch.bfloat16, "off": None}[train_cfg["amp"]]
     comp = {"auto": cuda, "on": True, "off": False}[train_cfg["compile"]]
-    return Runtime(dev, rank, world, amp, comp)
+    return Runtime(dev, rank, world, amp, comp, compile_mode(train_cfg, world))
+
+
+def compile_mode(train_cfg: dict, world: int) -> str:
+    """train.compile_mode, except that DDP jobs use the default mode (CUDA graphs would capture its collectives)."""
+    return train_cfg.get("compile_mode", "default") if world == 1 else "default"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -364,7 +370,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
         log(f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}"
-            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, compile {rt.compile}, "
+            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, compile {rt.compile and rt.compile_mode}, "
             f"threads {torch.get_num_threads()}")
     img_size = spec["model"].get("overrides", {}).get("img_size")
     batches = Batches(spec["data"], train_cfg, rt, img_size)
@@ -417,8 +423,8 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
         student = nn.parallel.DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     teacher_fwd = BlockForward(teacher, criterion.teacher_indices) if teacher is not None else None
     if rt.compile:
-        student = torch.compile(student)
-        teacher_fwd = torch.compile(teacher_fwd) if teacher_fwd is not None else None
+        student = torch.compile(student, mode=rt.compile_mode)
+        teacher_fwd = torch.compile(teacher_fwd, mode=rt.compile_mode) if teacher_fwd is not None else None
     if rt.main:
         _write_lines(log_path, state.log_lines)
 
