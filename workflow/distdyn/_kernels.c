@@ -9,48 +9,74 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One binary, the best code path for the CPU it runs on (GCC function multi-versioning). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DISTDYN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DISTDYN_CLONES
+#endif
+
 /* For tokens [t0, t1) of x [tokens, C] (float32, row-major): the Shannon entropy (bits) of
  * each token's `bins`-bin histogram, exactly as np.histogram bins float32 data on the
  * float32 `edges` (bins + 1 of them): bin i holds edges[i] <= v < edges[i+1], the last bin
  * also its right edge, values outside (and NaN) dropped but still counted in p = n / C.
  * nlog2n[k] = k log2 k for k = 0..C. Also the sum of |x| over each token.
+ * The bin comes from an arithmetic guess corrected against the edges, so it never depends on
+ * the guess's rounding. Scalar on purpose: gathers of the edges are slow on many x86 cores.
  */
+DISTDYN_CLONES
 int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const float *edges, int64_t bins,
                       const double *nlog2n, double *out_entropy, double *out_abs_sum)
 {
-    int32_t *counts = calloc((size_t)bins, sizeof(int32_t));
+    /* four sub-histograms (by channel mod 4), so runs of one bin do not wait on each other's stores */
+    int32_t *counts = calloc(4 * (size_t)bins, sizeof(int32_t));
     if (counts == NULL)
         return -1;
     const float lo = edges[0], hi = edges[bins];
-    const double scale = (double)bins / ((double)hi - (double)lo);
+    const float scale = (float)((double)bins / ((double)hi - (double)lo));
+    const float top = (float)(bins - 1);
     const double log2c = log2((double)C);
     for (int64_t t = t0; t < t1; t++) {
         const float *row = x + t * C;
         int64_t inside = 0;
-        double abs_sum = 0.0;
         for (int64_t c = 0; c < C; c++) {
             const float v = row[c];
-            abs_sum += fabsf(v);
             if (!(v >= lo && v <= hi))
                 continue;
-            /* a guess by arithmetic, then exact against the float32 edges */
-            int64_t i = (int64_t)(((double)v - (double)lo) * scale);
-            if (i > bins - 1)
-                i = bins - 1;
+            const float g = (v - lo) * scale; /* >= 0 */
+            int64_t i = g < top ? (int64_t)g : bins - 1;
             while (i > 0 && v < edges[i])
                 i--;
             while (i < bins - 1 && v >= edges[i + 1])
                 i++;
-            counts[i]++;
+            counts[(c & 3) * bins + i]++;
             inside++;
         }
-        double acc = 0.0;
-        for (int64_t b = 0; b < bins; b++) {
-            acc += nlog2n[counts[b]];
-            counts[b] = 0;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            s0 += fabs((double)row[c]);
+            s1 += fabs((double)row[c + 1]);
+            s2 += fabs((double)row[c + 2]);
+            s3 += fabs((double)row[c + 3]);
         }
-        out_entropy[t] = (double)inside / (double)C * log2c - acc / (double)C;
-        out_abs_sum[t] = abs_sum;
+        for (; c < C; c++)
+            s0 += fabs((double)row[c]);
+        for (int64_t b = 0; b < bins; b++)
+            counts[b] += counts[bins + b] + counts[2 * bins + b] + counts[3 * bins + b];
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        int64_t b = 0;
+        for (; b + 4 <= bins; b += 4) {
+            a0 += nlog2n[counts[b]];
+            a1 += nlog2n[counts[b + 1]];
+            a2 += nlog2n[counts[b + 2]];
+            a3 += nlog2n[counts[b + 3]];
+        }
+        for (; b < bins; b++)
+            a0 += nlog2n[counts[b]];
+        memset(counts, 0, 4 * (size_t)bins * sizeof(int32_t));
+        out_entropy[t] = (double)inside / (double)C * log2c - ((a0 + a1) + (a2 + a3)) / (double)C;
+        out_abs_sum[t] = (s0 + s1) + (s2 + s3);
     }
     free(counts);
     return 0;
@@ -59,6 +85,7 @@ int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const f
 /* For images [i0, i1) of z [images, N, K] complex64 (interleaved re, im): the sum over the
  * N positions of |z| per image and bin -> out [images, K] (float64).
  */
+DISTDYN_CLONES
 int spectrum_abs_sum_c64(const float *z, int64_t i0, int64_t i1, int64_t N, int64_t K, double *out)
 {
     for (int64_t i = i0; i < i1; i++) {
@@ -68,8 +95,8 @@ int spectrum_abs_sum_c64(const float *z, int64_t i0, int64_t i1, int64_t N, int6
         for (int64_t n = 0; n < N; n++) {
             const float *zn = zi + 2 * n * K;
             for (int64_t k = 0; k < K; k++) {
-                const double re = zn[2 * k], im = zn[2 * k + 1];
-                o[k] += sqrt(re * re + im * im);
+                const float re = zn[2 * k], im = zn[2 * k + 1];
+                o[k] += (double)sqrtf(re * re + im * im);
             }
         }
     }

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("_kernels.c")
-FLAGS = ["-O3", "-fPIC", "-shared", "-fno-fast-math"]
+FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 
 
 def cache_dir() -> Path:
@@ -39,7 +39,7 @@ def build(compiler: str | None = None) -> Path:
     """Compile the kernels (if not cached) and return the shared library's path."""
     cc = compiler or os.environ.get("CC") or "cc"
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine(), *platform.libc_ver()]).encode()).hexdigest()[:16]
     lib = cache_dir() / f"_kernels-{key}.so"
     if lib.is_file():
         return lib
@@ -79,14 +79,18 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
+@functools.lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="distdyn-kernel")
+
+
 def _parallel(fn, n: int) -> None:
     """Run fn(start, stop) over [0, n) in torch.get_num_threads() threads (ctypes drops the GIL)."""
     threads = max(1, min(torch.get_num_threads(), n))
     if threads == 1:
         codes = [fn(0, n)]
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            codes = list(pool.map(lambda r: fn(*r), _split(n, threads)))
+        codes = list(_pool(threads).map(lambda r: fn(*r), _split(n, threads)))
     if any(codes):
         raise MemoryError("distdyn kernel could not allocate its counts")
 

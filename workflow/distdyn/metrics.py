@@ -157,7 +157,7 @@ def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None) -> tuple[torch.T
         mag = half_spectrum(xt).sum(1, dtype=torch.float64)
         entropy = token_entropy(xt, edges).mean(1).numpy()
         return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).numpy()
-    z = torch.fft.rfft(xt, dim=-1).numpy()
+    z = torch.fft.rfft(xt.reshape(-1, C), dim=-1).numpy().reshape(b, N, -1)  # MKL is faster on 2-D batches
     mag = torch.from_numpy(kernels.spectrum_abs_sum(lib, z)) / C
     h, a = kernels.token_entropy(lib, x.reshape(-1, C), edges.numpy(), _nlog2n(C).numpy())
     return mag, h.reshape(b, N).mean(1), a.reshape(b, N).sum(1)
