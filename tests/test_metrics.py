@@ -133,7 +133,7 @@ def numpy_entropy(tokens, lo, hi, bins=100):
     return np.array(out)
 
 
-@pytest.mark.parametrize("lo, hi", [(-3.0, 5.0), (0.1, 0.2), (1000.0, 1000.5), (-7e-4, 3e-4)])
+@pytest.mark.parametrize("lo, hi", [(-3.0, 5.0), (0.1, 0.2), (1000.0, 1000.5), (-7e-4, 3e-4), (-1e-3, 50.0), (2.5, 2.75)])
 @pytest.mark.parametrize("path", ["c", "torch"])
 def test_binning_matches_np_histogram_at_edges(lo, hi, path):
     tokens, edges = tokens_near_edges(lo, hi)

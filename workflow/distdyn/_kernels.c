@@ -30,25 +30,49 @@ int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const f
 {
     /* four sub-histograms (by channel mod 4), so runs of one bin do not wait on each other's stores */
     int32_t *counts = calloc(4 * (size_t)bins, sizeof(int32_t));
-    if (counts == NULL)
+    int32_t *idx = malloc((size_t)C * sizeof(int32_t));
+    if (counts == NULL || idx == NULL) {
+        free(counts);
+        free(idx);
         return -1;
+    }
     const float lo = edges[0], hi = edges[bins];
     const float scale = (float)((double)bins / ((double)hi - (double)lo));
-    const float top = (float)(bins - 1);
+    const float top = (float)(bins - 1), nbins = (float)bins;
     const double log2c = log2((double)C);
+    /* Float32 rounding moves a value's computed position (in bins) by far less than `tol` from
+     * its place among the float32 edges, so a value farther than `tol` from every edge is in bin
+     * floor(position) for certain; the others (and values outside the range) are compared
+     * against the edges. */
+    const double mag = fabs((double)lo) > fabs((double)hi) ? fabs((double)lo) : fabs((double)hi);
+    const double tol_d = 8.0 * (double)bins * 1.1920929e-07 * (1.0 + 2.0 * mag / ((double)hi - (double)lo));
+    const float tol = tol_d < 0.25 ? (float)tol_d : 2.0f; /* 2: every value takes the exact path */
     for (int64_t t = t0; t < t1; t++) {
         const float *row = x + t * C;
+        for (int64_t c = 0; c < C; c++) { /* branch-free, no gathers: vectorised */
+            const float v = row[c];
+            float g = (v - lo) * scale;
+            g = g > 0.0f ? g : 0.0f;
+            g = g < nbins ? g : top; /* v == hi lands on 0.0 past an edge: the exact path */
+            const int32_t i = (int32_t)g;
+            const float f = g - (float)i;
+            const int sure = (f >= tol) & (f <= 1.0f - tol) & (v >= lo) & (v <= hi);
+            idx[c] = sure ? i : -1;
+        }
         int64_t inside = 0;
         for (int64_t c = 0; c < C; c++) {
-            const float v = row[c];
-            if (!(v >= lo && v <= hi))
-                continue;
-            const float g = (v - lo) * scale; /* >= 0 */
-            int64_t i = g < top ? (int64_t)g : bins - 1;
-            while (i > 0 && v < edges[i])
-                i--;
-            while (i < bins - 1 && v >= edges[i + 1])
-                i++;
+            int64_t i = idx[c];
+            if (i < 0) { /* exact: guess, then compare against the float32 edges */
+                const float v = row[c];
+                if (!(v >= lo && v <= hi))
+                    continue;
+                const float g = (v - lo) * scale; /* >= 0 */
+                i = g < top ? (int64_t)g : bins - 1;
+                while (i > 0 && v < edges[i])
+                    i--;
+                while (i < bins - 1 && v >= edges[i + 1])
+                    i++;
+            }
             counts[(c & 3) * bins + i]++;
             inside++;
         }
@@ -79,6 +103,7 @@ int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const f
         out_abs_sum[t] = (s0 + s1) + (s2 + s3);
     }
     free(counts);
+    free(idx);
     return 0;
 }
 
