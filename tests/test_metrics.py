@@ -208,3 +208,13 @@ def test_accuracy_tables(tmp_path):
     assert summary.loc["logit", "final_acc1_std"] == pytest.approx(np.std([60, 64], ddof=1))
     assert summary.loc["spectral_last", "delta_vs_logit"] == -4
     assert "teacher" not in summary.index
+
+
+def test_float16_dump_reads_as_its_float32_values(tmp_path):
+    blocks = np.random.default_rng(5).normal(size=(2, 5, 4, 3)).astype(np.float16)
+    path = write_fake_dump(tmp_path / "d.h5", blocks)
+    buf = np.empty((3, 4, 3), dtype=np.float32)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(metrics.read_chunk(f["blocks"], 1, 2, 5, buf), blocks[1, 2:5].astype(np.float32))
+    ref = compute_in_memory(blocks.astype(np.float32))
+    np.testing.assert_allclose(compute_dump(path, chunk_images=3).per_image["entropy"].mean(1), ref["entropy"], rtol=1e-12)
