@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from . import kernels
-from .activations import dump_meta, open_dump, stored_value_range
+from .activations import ValueRange, dump_meta, open_dump, stored_value_range
 
 SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
 ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
@@ -175,16 +175,14 @@ def read_chunk(blocks, layer: int, b0: int, b1: int, buf: np.ndarray) -> np.ndar
 
 
 def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer min and max of a [L, B, N, C] dataset, streamed."""
+    """Per-layer min and max of a [L, B, N, C] dataset, streamed (for dumps that did not record them)."""
     L, B, N, C = blocks.shape
-    lo, hi = np.full(L, np.inf, dtype=np.float32), np.full(L, -np.inf, dtype=np.float32)
+    found = ValueRange(L)
     buf = np.empty((chunk_images, N, C), dtype=np.float32)
     for layer in range(L):
         for b0, b1 in _chunks(B, chunk_images):
-            x = torch.from_numpy(read_chunk(blocks, layer, b0, b1, buf))
-            lo[layer] = min(lo[layer], x.min().item())
-            hi[layer] = max(hi[layer], x.max().item())
-    return lo, hi
+            found.update(read_chunk(blocks, layer, b0, b1, buf), layer)
+    return found.lo, found.hi
 
 
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
