@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from distdyn.losses import DistillationLoss  # noqa: E402
 from distdyn.models import create_model, forward_with_blocks  # noqa: E402
-from distdyn.train import BlockForward, Runtime, make_optimizer  # noqa: E402
+from distdyn.train import BlockForward, Runtime, compiled, make_optimizer  # noqa: E402
 
 PAIRS = {
     "cait": dict(teacher={"model": "cait_s24_224", "overrides": {}}, student={"model": "deit_tiny_patch16_224", "overrides": {}},
@@ -74,11 +74,11 @@ def reference_step(p: dict, device, x_host, y_host):
 def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True, mode: str | None = None):
     teacher, student, crit = build(p, device)
     cuda = device.type == "cuda"
-    rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile)
+    rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile,
+                 compile_mode=mode or "default")
     opt, _ = make_optimizer(student, crit, TRAIN, rt)
-    s_fwd, t_fwd = BlockForward(student, crit.student_indices), BlockForward(teacher, crit.teacher_indices)
-    if rt.compile:
-        s_fwd, t_fwd = torch.compile(s_fwd, mode=mode), torch.compile(t_fwd, mode=mode)
+    s_fwd = compiled(BlockForward(student, crit.student_indices), rt)
+    t_fwd = compiled(BlockForward(teacher, crit.teacher_indices), rt)
     x, y = x_host.to(device), y_host.to(device)  # the dataset lives on the device
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 

@@ -353,6 +353,13 @@ class BlockForward(nn.Module):
         return logits, dict(zip(self.indices, feats))
 
 
+def compiled(module: nn.Module | None, rt: Runtime) -> nn.Module | None:
+    """`module` under torch.compile in the runtime's mode when compiling is on (None stays None)."""
+    if module is None or not rt.compile:
+        return module
+    return torch.compile(module, mode=rt.compile_mode)
+
+
 def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict) -> dict:
     return {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, **record,
             "role": spec["role"], "name": spec["name"], "seed": spec["seed"], "epoch": epoch,
@@ -422,9 +429,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     if rt.world > 1:
         student = nn.parallel.DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     teacher_fwd = BlockForward(teacher, criterion.teacher_indices) if teacher is not None else None
-    if rt.compile:
-        student = torch.compile(student, mode=rt.compile_mode)
-        teacher_fwd = torch.compile(teacher_fwd, mode=rt.compile_mode) if teacher_fwd is not None else None
+    student, teacher_fwd = compiled(student, rt), compiled(teacher_fwd, rt)
     if rt.main:
         _write_lines(log_path, state.log_lines)
 
