@@ -37,13 +37,49 @@ def test_torch_path_can_be_forced(fresh, monkeypatch):
         assert kernels.load() is None
 
 
-def test_spectrum_sum_matches_numpy(fresh):
+@pytest.fixture(scope="module")
+def lib():
     lib = kernels.load()
     if lib is None:
         pytest.skip("no C compiler")
-    rng = np.random.default_rng(0)
-    z = (rng.normal(size=(5, 7, 9)) + 1j * rng.normal(size=(5, 7, 9))).astype(np.complex64)
-    np.testing.assert_allclose(kernels.spectrum_abs_sum(lib, z), np.abs(z.astype(np.complex128)).sum(1), rtol=1e-6)
+    return lib
+
+
+# Channel counts for every FFT pass (radix 4, 2, 3, a plain DFT for 5, 7, 13, 191) and the
+# 8 x 8 transpose's tail; position counts that fill 16-token blocks exactly, partly, or not at all.
+@pytest.mark.parametrize("C", [1, 2, 3, 7, 12, 13, 25, 30, 64, 100, 191, 192, 384])
+@pytest.mark.parametrize("N", [1, 16, 17, 50])
+def test_token_metrics_spectrum_matches_numpy_fft(lib, C, N):
+    rng = np.random.default_rng(C * 100 + N)
+    x = (rng.standard_t(3, size=(3, N, C)) + 0.5).astype(np.float32)
+    edges = np.linspace(x.min(), x.max(), 101, dtype=np.float32)
+    spec, _, abs_sum = kernels.token_metrics(lib, x, edges, np.zeros(C + 1))
+    want = np.abs(np.fft.rfft(x.astype(np.float64), axis=-1)).sum(1)
+    np.testing.assert_allclose(spec, want, rtol=2e-6, atol=2e-6 * want.max())
+    np.testing.assert_allclose(abs_sum, np.abs(x.astype(np.float64)).sum(-1), rtol=1e-12)
+
+
+def test_token_metrics_entropy_is_the_entropy_kernels(lib):
+    from distdyn.metrics import _nlog2n
+
+    x = np.random.default_rng(0).normal(size=(5, 19, 48)).astype(np.float32)
+    edges = np.linspace(-2.0, 2.0, 101, dtype=np.float32)  # some values fall outside
+    _, h, a = kernels.token_metrics(lib, x, edges, _nlog2n(48).numpy())
+    want_h, want_a = kernels.token_entropy(lib, x.reshape(-1, 48), edges, _nlog2n(48).numpy())
+    np.testing.assert_array_equal(h.ravel(), want_h)
+    np.testing.assert_array_equal(a.ravel(), want_a)
+
+
+def test_token_metrics_do_not_depend_on_the_thread_count(lib, monkeypatch):
+    x = np.random.default_rng(1).normal(size=(7, 20, 24)).astype(np.float32)
+    edges = np.linspace(-4.0, 4.0, 101, dtype=np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(kernels.torch, "get_num_threads", lambda: threads)
+        runs.append(kernels.token_metrics(lib, x, edges, np.zeros(25)))
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_work_is_split_over_threads_without_gaps():

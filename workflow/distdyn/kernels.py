@@ -70,7 +70,7 @@ def load() -> ctypes.CDLL | None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.token_entropy_f32.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr]
-    lib.spectrum_abs_sum_c64.argtypes = [ptr, i64, i64, i64, i64, ptr]
+    lib.token_metrics_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr]
     return lib
 
 
@@ -108,13 +108,19 @@ def token_entropy(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np
     return h, a
 
 
-def spectrum_abs_sum(lib: ctypes.CDLL, z: np.ndarray) -> np.ndarray:
-    """Sum over positions of |z| for a complex64 [images, N, K] array -> [images, K] (float64)."""
-    z = np.ascontiguousarray(z, dtype=np.complex64)
-    images, N, K = z.shape
-    out = np.empty((images, K))
-    _parallel(lambda i0, i1: lib.spectrum_abs_sum_c64(z.ctypes.data, i0, i1, N, K, out.ctypes.data), images)
-    return out
+def token_metrics(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a float32 [images, N, C] array: the sum over positions of |FFT over channels|
+    in bins 0..C//2 [images, C//2 + 1] (not divided by C), each token's histogram entropy and
+    sum |x| [images, N]."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    edges = np.ascontiguousarray(edges, dtype=np.float32)
+    nlog2n = np.ascontiguousarray(nlog2n, dtype=np.float64)
+    images, N, C = x.shape
+    spec, h, a = np.empty((images, C // 2 + 1)), np.empty((images, N)), np.empty((images, N))
+    args = (N, C, edges.ctypes.data, len(edges) - 1, nlog2n.ctypes.data, h.ctypes.data, a.ctypes.data, spec.ctypes.data)
+    _parallel(lambda i0, i1: lib.token_metrics_f32(x.ctypes.data, i0, i1, *args), images)
+    return spec, h, a
 
 
 if __name__ == "__main__":  # python -m distdyn.kernels: build now and say where

@@ -16,6 +16,7 @@ A dump is read one layer and `chunk_images` images at a time, so memory stays
 bounded whatever the file size. The entropy range is the per-layer min/max the dump
 recorded when written (older dumps: a first streaming pass). Binning reproduces
 np.histogram exactly with float32 arithmetic plus an exact check of values near edges.
+The per-token work runs in one fused pass of distdyn.kernels (float32 FFT), or in torch.
 """
 from __future__ import annotations
 
@@ -148,23 +149,17 @@ def _chunks(n: int, size: int):
         yield start, min(start + size, n)
 
 
-def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None, fft_out: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """One chunk [b, N, C]: |FFT| summed over positions [b, C//2 + 1] (float64), each image's
-    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels, or None for torch;
-    `fft_out`: a complex64 buffer of at least b * N * (C//2 + 1) values to reuse."""
+def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One chunk [b, N, C]: |FFT| / C summed over positions [b, C//2 + 1] (float64), each image's
+    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels (one fused pass), or None for torch."""
     b, N, C = x.shape
-    xt = torch.from_numpy(x)
     if lib is None:
+        xt = torch.from_numpy(x)
         mag = half_spectrum(xt).sum(1, dtype=torch.float64)
         entropy = token_entropy(xt, edges).mean(1).numpy()
         return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).numpy()
-    K = C // 2 + 1
-    out = fft_out[: b * N * K].view(b * N, K) if fft_out is not None else None
-    z = torch.fft.rfft(xt.reshape(-1, C), dim=-1, out=out).numpy().reshape(b, N, K)  # MKL is faster on 2-D batches
-    mag = torch.from_numpy(kernels.spectrum_abs_sum(lib, z)) / C
-    h, a = kernels.token_entropy(lib, x.reshape(-1, C), edges.numpy(), _nlog2n(C).numpy())
-    return mag, h.reshape(b, N).mean(1), a.reshape(b, N).sum(1)
+    spec, h, a = kernels.token_metrics(lib, x, edges.numpy(), _nlog2n(C).numpy())
+    return torch.from_numpy(spec) / C, h.mean(1), a.sum(1)
 
 
 def read_chunk(blocks, layer: int, b0: int, b1: int, buf: np.ndarray) -> np.ndarray:
@@ -208,16 +203,14 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
         lib = kernels.load() if use_kernels else None
         per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
         spectra = np.zeros((L, C // 2))
-        # Buffers reused for every chunk: fresh large arrays would cost page faults each time.
-        buf = np.empty((chunk_images, N, C), dtype=np.float32)
-        fft_out = torch.empty(chunk_images * N * (C // 2 + 1), dtype=torch.complex64)
+        buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         weights = fold_weights(C)
         for layer in range(L):
             edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins)
             spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
             for b0, b1 in _chunks(B, chunk_images):
                 x = read_chunk(blocks, layer, b0, b1, buf)
-                mag, entropy, abs_sum = chunk_metrics(x, edges, lib, fft_out)
+                mag, entropy, abs_sum = chunk_metrics(x, edges, lib)
                 spec_sum += mag.sum(0)
                 per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
                 per_image["entropy"][layer, b0:b1] = entropy
