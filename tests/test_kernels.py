@@ -82,6 +82,13 @@ def test_token_metrics_do_not_depend_on_the_thread_count(lib, monkeypatch):
             np.testing.assert_array_equal(got, want)
 
 
+def test_kernels_refuse_tokens_without_channels_or_bins(lib):
+    with pytest.raises(ValueError, match="at least one channel"):
+        kernels.token_metrics(lib, np.zeros((2, 3, 0), np.float32), np.float32([0, 1]), np.zeros(1))
+    with pytest.raises(ValueError, match="at least one bin"):
+        kernels.token_entropy(lib, np.zeros((3, 4), np.float32), np.float32([0.5]), np.zeros(5))
+
+
 def test_work_is_split_over_threads_without_gaps():
     assert kernels._split(10, 3) == [(0, 4), (4, 8), (8, 10)]
     assert kernels._split(2, 4) == [(0, 1), (1, 2)]

@@ -13,7 +13,7 @@
 
 /* One binary, the best code path for the CPU it runs on (GCC function multi-versioning). The
  * helpers are forced inline so that each clone gets its own vector code for them. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) /* ifunc: glibc only */
 #define DISTDYN_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DISTDYN_CLONES
@@ -143,6 +143,8 @@ DISTDYN_CLONES
 int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const float *edges, int64_t bins,
                       const double *nlog2n, double *out_entropy, double *out_abs_sum)
 {
+    if (C < 1 || bins < 1)
+        return -2;
     entropy_ctx e;
     if (entropy_init(&e, C, edges, bins, nlog2n) != 0) {
         entropy_free(&e);
@@ -166,8 +168,8 @@ int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const f
  * different pair of tokens: token a in the real part, token b in the imaginary part, so one
  * complex FFT gives both real spectra (A[k] = (Z[k] + conj Z[-k]) / 2, B[k] = (Z[k] - conj Z[-k]) / 2i).
  * Stockham auto-sort passes of radix 4, 2, 3 and, for other prime factors, a plain DFT; twiddles
- * computed in double. The data of one block stays in L1, and nothing is written back but the
- * per-image sums of |X_k|.
+ * computed in double. The data of one block stays in L1 (for C up to a few hundred), and nothing
+ * is written back but the per-image sums of |X_k|.
  */
 #define LANES 8
 typedef float v8f __attribute__((vector_size(LANES * sizeof(float))));
@@ -234,11 +236,11 @@ static int plan_init(fft_plan *pl, int64_t n)
         (im) = t_ * (s) + (im) * (c);             \
     } while (0)
 
-/* One Stockham pass: in (ir, ii) -> out (or, oi), each [n] vectors of LANES values; vr, vi: [R]
+/* One Stockham pass: in (ir, ii) -> out (dr, di), each [n] vectors of LANES values; vr, vi: [R]
  * scratch for the plain DFT. Input j + r n/R, twiddled by w^(r (j mod Ns)), goes through an R-point
  * DFT to output (j div Ns) Ns R + (j mod Ns) + q Ns. The first pass (Ns = 1) has no twiddles. */
 DISTDYN_INLINE void fft_pass_run(const fft_pass *ps, int64_t n, const v8f *restrict ir, const v8f *restrict ii,
-                                v8f *restrict or, v8f *restrict oi, v8f *restrict vr, v8f *restrict vi)
+                                v8f *restrict dr, v8f *restrict di, v8f *restrict vr, v8f *restrict vi)
 {
     const int64_t R = ps->R, Ns = ps->Ns, stride = n / R;
     const float *tw = ps->tw;
@@ -257,22 +259,22 @@ DISTDYN_INLINE void fft_pass_run(const fft_pass *ps, int64_t n, const v8f *restr
                 const v8f a0r = x0r + x2r, a0i = x0i + x2i, a1r = x0r - x2r, a1i = x0i - x2i;
                 const v8f a2r = x1r + x3r, a2i = x1i + x3i;
                 const v8f a3r = x1i - x3i, a3i = x3r - x1r; /* -i (x1 - x3) */
-                or[base] = a0r + a2r;
-                oi[base] = a0i + a2i;
-                or[base + Ns] = a1r + a3r;
-                oi[base + Ns] = a1i + a3i;
-                or[base + 2 * Ns] = a0r - a2r;
-                oi[base + 2 * Ns] = a0i - a2i;
-                or[base + 3 * Ns] = a1r - a3r;
-                oi[base + 3 * Ns] = a1i - a3i;
+                dr[base] = a0r + a2r;
+                di[base] = a0i + a2i;
+                dr[base + Ns] = a1r + a3r;
+                di[base + Ns] = a1i + a3i;
+                dr[base + 2 * Ns] = a0r - a2r;
+                di[base + 2 * Ns] = a0i - a2i;
+                dr[base + 3 * Ns] = a1r - a3r;
+                di[base + 3 * Ns] = a1i - a3i;
             } else if (R == 2) {
                 v8f x0r = ir[j], x0i = ii[j], x1r = ir[j + stride], x1i = ii[j + stride];
                 if (Ns > 1)
                     TWIDDLE(x1r, x1i, w[0], w[1]);
-                or[base] = x0r + x1r;
-                oi[base] = x0i + x1i;
-                or[base + Ns] = x0r - x1r;
-                oi[base + Ns] = x0i - x1i;
+                dr[base] = x0r + x1r;
+                di[base] = x0i + x1i;
+                dr[base + Ns] = x0r - x1r;
+                di[base + Ns] = x0i - x1i;
             } else if (R == 3) {
                 const float h = 0.86602540378443864676f; /* sqrt(3) / 2 */
                 v8f x0r = ir[j], x0i = ii[j], x1r = ir[j + stride], x1i = ii[j + stride];
@@ -284,12 +286,12 @@ DISTDYN_INLINE void fft_pass_run(const fft_pass *ps, int64_t n, const v8f *restr
                 const v8f t1r = x1r + x2r, t1i = x1i + x2i;
                 const v8f t2r = x0r - 0.5f * t1r, t2i = x0i - 0.5f * t1i;
                 const v8f ur = h * (x1i - x2i), ui = h * (x2r - x1r); /* -i h (x1 - x2) */
-                or[base] = x0r + t1r;
-                oi[base] = x0i + t1i;
-                or[base + Ns] = t2r + ur;
-                oi[base + Ns] = t2i + ui;
-                or[base + 2 * Ns] = t2r - ur;
-                oi[base + 2 * Ns] = t2i - ui;
+                dr[base] = x0r + t1r;
+                di[base] = x0i + t1i;
+                dr[base + Ns] = t2r + ur;
+                di[base + Ns] = t2i + ui;
+                dr[base + 2 * Ns] = t2r - ur;
+                di[base + 2 * Ns] = t2i - ui;
             } else { /* plain DFT: y_q = sum_r x_r exp(-2 pi i r q / R) */
                 for (int64_t r = 0; r < R; r++) {
                     vr[r] = ir[j + r * stride];
@@ -300,13 +302,13 @@ DISTDYN_INLINE void fft_pass_run(const fft_pass *ps, int64_t n, const v8f *restr
                 const float *rt = ps->roots;
                 for (int64_t q = 0; q < R; q++) {
                     v8f yr = vr[0], yi = vi[0];
-                    for (int64_t r = 1, rq = q; r < R; r++, rq = (rq + q) % R) {
+                    for (int64_t r = 1, rq = q; r < R; r++, rq = rq + q < R ? rq + q : rq + q - R) {
                         const float c = rt[2 * rq], s = rt[2 * rq + 1];
                         yr += vr[r] * c + vi[r] * s;
                         yi += vi[r] * c - vr[r] * s;
                     }
-                    or[base + q * Ns] = yr;
-                    oi[base + q * Ns] = yi;
+                    dr[base + q * Ns] = yr;
+                    di[base + q * Ns] = yi;
                 }
             }
         }
@@ -358,6 +360,8 @@ DISTDYN_CLONES
 int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t C, const float *edges,
                       int64_t bins, const double *nlog2n, double *out_entropy, double *out_abs_sum, double *out_spec)
 {
+    if (C < 1 || bins < 1)
+        return -2;
     const int64_t K = C / 2 + 1, block = 2 * LANES;
     entropy_ctx e;
     fft_plan pl;

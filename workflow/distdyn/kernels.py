@@ -91,8 +91,10 @@ def _parallel(fn, n: int) -> None:
         codes = [fn(0, n)]
     else:
         codes = list(_pool(threads).map(lambda r: fn(*r), _split(n, threads)))
+    if -2 in codes:
+        raise ValueError("distdyn kernel: tokens need at least one channel and the histogram at least one bin")
     if any(codes):
-        raise MemoryError("distdyn kernel could not allocate its counts")
+        raise MemoryError("distdyn kernel could not allocate its buffers")
 
 
 def token_entropy(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
