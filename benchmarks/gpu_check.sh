@@ -1,5 +1,5 @@
 #!/bin/bash
-# One-shot GPU check: the Fashion-MNIST preset end to end, then the train-step benchmarks.
+# One-shot GPU check: the Fashion-MNIST preset end to end, the train-step benchmarks, the metric engine on CUDA.
 #   benchmarks/gpu_check.sh [OUT_DIR]          (default: results/gpu_check)
 # Environment: FMNIST_ROOT (the four IDX files; default Debian's path), PRESET_S (time limit for
 # the preset, default 900 s), GPU_SLOTS (jobs sharing the GPU, default 8). On a machine without
@@ -27,6 +27,8 @@ grep -E "steps \(" "$OUT/snakemake.log" | tail -1
 cat results/metrics/accuracy_summary.csv 2>/dev/null
 stamp "benchmark fashion"; python3 benchmarks/train_step.py --pair fashion 2>&1 | grep -v -i warn
 stamp "benchmark cait"; python3 benchmarks/train_step.py --pair cait 2>&1 | grep -v -i warn
+stamp "metric engine on cuda"; python3 benchmarks/metrics.py --device cuda --repeat 2 2>&1 | grep -v -i warn
+python3 -m pytest -q -p no:cacheprovider tests/test_metrics.py -k cuda 2>&1 | tail -2
 stamp done
 tar czf "$OUT/results.tgz" --exclude='results/activations' --exclude='*.pt' --exclude='results/.resume' \
   --exclude="$OUT" results 2>/dev/null

@@ -82,11 +82,11 @@ def run_read(path: str, chunk: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}
 
 
-def run_engine(path: str, chunk: int, out: str, stored_range: str = "yes") -> dict:
+def run_engine(path: str, chunk: int, out: str, stored_range: str = "yes", device: str = "cpu") -> dict:
     from distdyn.metrics import compute_dump
 
     t0 = time.perf_counter()
-    m = compute_dump(path, chunk_images=chunk, stored_range=stored_range == "yes")
+    m = compute_dump(path, chunk_images=chunk, stored_range=stored_range == "yes", device=device)
     seconds = time.perf_counter() - t0
     np.savez(out, spectra=m.spectra, **{k: v.mean(1) for k, v in m.per_image.items()})
     return {"seconds": seconds, "peak_rss_mib": peak_rss_mib()}
@@ -134,6 +134,7 @@ def main() -> int:
     p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
     p.add_argument("--chunk", type=int, default=256, help="engine chunk (images)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the engine's torch path on the GPU")
     p.add_argument("--repeat", type=int, default=3, help="runs of read and engine; the best is printed")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--dir", help="where to build the dump (default: a temporary directory)")
@@ -155,7 +156,7 @@ def main() -> int:
         build_dump(path, a.L, a.B, a.N, a.C, a.dtype, a.compression)
         size = path.stat().st_size / 2**20
         print(f"dump L={a.L} B={a.B} N={a.N} C={a.C} {a.dtype} {a.compression}: {size:,.0f} MiB on disk "
-              f"(built in {time.perf_counter() - t0:.1f} s); {a.threads} threads")
+              f"(built in {time.perf_counter() - t0:.1f} s); {a.threads} threads; engine on {a.device}")
         from distdyn import kernels
 
         kernels.build()
@@ -163,8 +164,9 @@ def main() -> int:
         runs = {"read": [], "engine": [], "two_pass": []}
         for _ in range(max(1, a.repeat)):
             runs["read"].append(child(["read", str(path), str(a.chunk)] + common))
-            runs["engine"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine.npz"] + common))
-            runs["two_pass"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine2.npz", "no"] + common))
+            runs["engine"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine.npz", "yes", a.device] + common))
+            runs["two_pass"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine2.npz", "no", a.device]
+                                          + common))
         read, engine, two_pass = (min(r, key=lambda m: m["seconds"]) for r in runs.values())
         print(f"best of {max(1, a.repeat)} runs each; all runs (s): "
               + "; ".join(f"{k} " + " ".join(f"{m['seconds']:.3f}" for m in r) for k, r in runs.items()))

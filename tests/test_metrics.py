@@ -218,3 +218,23 @@ def test_float16_dump_reads_as_its_float32_values(tmp_path):
         np.testing.assert_array_equal(metrics.read_chunk(f["blocks"], 1, 2, 5, buf), blocks[1, 2:5].astype(np.float32))
     ref = compute_in_memory(blocks.astype(np.float32))
     np.testing.assert_allclose(compute_dump(path, chunk_images=3).per_image["entropy"].mean(1), ref["entropy"], rtol=1e-12)
+
+
+def test_engine_runs_on_a_gpu_only_when_granted_and_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert metrics.engine_device(0).type == "cpu"
+    assert metrics.engine_device(1).type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert metrics.engine_device(1).type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_engine_matches_the_c_kernels(tmp_path):
+    rng = np.random.default_rng(5)
+    blocks = rng.standard_t(3, size=(3, 9, 16, 24)).astype(np.float32)
+    path = write_fake_dump(tmp_path / "d.h5", blocks)
+    on_gpu = compute_dump(path, chunk_images=4, device="cuda")
+    on_cpu = compute_dump(path, chunk_images=4)
+    np.testing.assert_allclose(on_gpu.spectra, on_cpu.spectra, rtol=1e-6)
+    for key in metrics.SCALAR_METRICS:
+        np.testing.assert_allclose(on_gpu.per_image[key], on_cpu.per_image[key], rtol=1e-6, err_msg=key)

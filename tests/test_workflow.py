@@ -151,3 +151,13 @@ def test_edited_loss_code_reruns_students_not_the_teacher(rerun_dir):
     planned = _planned(rerun_dir)
     assert planned == {"distill_student": 4, "dump_activations": 4, "compute_metrics": 4, "cka": 4, **AGGREGATES}
     assert "pretrain_teacher" not in planned and "dump_teacher_activations" not in planned
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_metric_jobs_take_a_gpu_only_when_asked(tmp_path, gpu):
+    from conftest import TINY
+
+    workdir = make_workdir(tmp_path, {**TINY, "metrics": {**TINY.get("metrics", {}), "gpu": gpu}})
+    out = snakemake(workdir, "-n", "-p", "--cores", "2").stdout
+    commands = [line for line in out.splitlines() if "-m distdyn.metrics results/activations" in line]
+    assert commands and all(f"--gpu {int(gpu)} " in c for c in commands)

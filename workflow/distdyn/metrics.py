@@ -87,8 +87,8 @@ def histogram_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _nlog2n(n: int) -> torch.Tensor:
-    k = torch.arange(n + 1, dtype=torch.float64)
+def _nlog2n(n: int, device: str = "cpu") -> torch.Tensor:
+    k = torch.arange(n + 1, dtype=torch.float64, device=device)
     return torch.where(k > 0, k * torch.log2(k.clamp_min(1)), torch.zeros_like(k))
 
 
@@ -128,16 +128,16 @@ def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     slots = tokens * bins
     itype = torch.int32 if slots < 2**31 - 1 else torch.int64
     idx = histogram_bins(x, edges).to(itype)
-    idx += torch.arange(0, slots, bins, dtype=itype).unsqueeze(1)  # one bincount over (token, bin) pairs
+    idx += torch.arange(0, slots, bins, dtype=itype, device=x.device).unsqueeze(1)  # one bincount over (token, bin) pairs
     vmin, vmax = torch.aminmax(x) if x.numel() else (edges[0], edges[0])
     if vmin < edges[0] or vmax > edges[-1]:
         inside = (x >= edges[0]) & (x <= edges[-1])
         idx = torch.where(inside, idx, slots)  # a spare slot for dropped values
         total = inside.sum(-1, dtype=torch.float64)
     else:
-        total = torch.full((tokens,), float(C), dtype=torch.float64)
+        total = torch.full((tokens,), float(C), dtype=torch.float64, device=x.device)
     counts = torch.bincount(idx.view(-1), minlength=slots + 1)[:slots].view(tokens, bins)
-    h = total / C * np.log2(C) - _nlog2n(C).take(counts).sum(-1) / C
+    h = total / C * np.log2(C) - _nlog2n(C, str(x.device)).take(counts).sum(-1) / C
     return h.view(lead)
 
 
@@ -151,13 +151,14 @@ def _chunks(n: int, size: int):
 
 def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One chunk [b, N, C]: |FFT| / C summed over positions [b, C//2 + 1] (float64), each image's
-    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels (one fused pass), or None for torch."""
+    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels (one fused pass), or None for
+    torch on the device of `edges`."""
     b, N, C = x.shape
     if lib is None:
-        xt = torch.from_numpy(x)
-        mag = half_spectrum(xt).sum(1, dtype=torch.float64)
-        entropy = token_entropy(xt, edges).mean(1).numpy()
-        return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).numpy()
+        xt = torch.from_numpy(x).to(edges.device)
+        mag = half_spectrum(xt).sum(1, dtype=torch.float64).cpu()
+        entropy = token_entropy(xt, edges).mean(1).cpu().numpy()
+        return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).cpu().numpy()
     spec, h, a = kernels.token_metrics(lib, x, edges.numpy(), _nlog2n(C).numpy())
     return torch.from_numpy(spec) / C, h.mean(1), a.sum(1)
 
@@ -180,12 +181,19 @@ def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
     return found.lo, found.hi
 
 
+def engine_device(gpu: int) -> torch.device:
+    """Where the engine computes: CUDA (the torch path) when the job was granted a GPU and torch
+    sees one, else the CPU (the C kernels)."""
+    return torch.device("cuda" if gpu > 0 and torch.cuda.is_available() else "cpu")
+
+
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
-                 chunk_images: int = 256, stored_range: bool = True, use_kernels: bool = True) -> DumpMetrics:
+                 chunk_images: int = 256, stored_range: bool = True, use_kernels: bool = True,
+                 device: str | torch.device = "cpu") -> DumpMetrics:
     """All layer metrics of one dump, never holding more than one chunk of it in memory.
 
-    With `use_kernels` (and a C compiler) the per-token work runs in distdyn.kernels,
-    else in torch; both give the same numbers.
+    On the CPU with `use_kernels` (and a C compiler) the per-token work runs in
+    distdyn.kernels, else in torch (on `device`); all give the same numbers.
 
     The entropy range comes from the min/max the dump recorded when written; without
     them (or with `stored_range=False`) a first streaming pass finds it.
@@ -200,13 +208,14 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
         elif entropy_range != "per_layer":
             raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
-        lib = kernels.load() if use_kernels else None
+        device = torch.device(device)
+        lib = kernels.load() if use_kernels and device.type == "cpu" else None
         per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
         spectra = np.zeros((L, C // 2))
         buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         weights = fold_weights(C)
         for layer in range(L):
-            edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins)
+            edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins).to(device)
             spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
             for b0, b1 in _chunks(B, chunk_images):
                 x = read_chunk(blocks, layer, b0, b1, buf)
@@ -305,10 +314,11 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int = 100, chunk_images: int = 256,
-                   bootstrap: int = 0, ci: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   bootstrap: int = 0, ci: float = 0.95, device: str | torch.device = "cpu"
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     layers, spectra = [], []
     for path in dumps:
-        m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images)
+        m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images, device=device)
         layers.append(layer_rows(m, bootstrap, ci))
         spectra.append(spectra_rows(m))
     return pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
@@ -371,10 +381,13 @@ def _compute_main(argv) -> int:
     p.add_argument("--ci", type=float, default=0.95)
     p.add_argument("--entropy-wide", help="also write the authors' wide entropy CSV here")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: the CPU's C kernels)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins,
-                                     chunk_images=a.chunk_images, bootstrap=a.bootstrap, ci=a.ci)
+    device = engine_device(a.gpu)
+    print(f"metric engine on {device}", file=sys.stderr)
+    layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins, chunk_images=a.chunk_images,
+                                     bootstrap=a.bootstrap, ci=a.ci, device=device)
     write_csv(layers, Path(a.out) / "layers.csv")
     write_csv(spectra, Path(a.out) / "spectra.csv")
     if a.entropy_wide:

@@ -5,8 +5,9 @@ METRIC_OPTS = (
 )
 METRIC_SHELL = (
     "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
-    "--entropy-wide {output.entropy} > {log} 2>&1"
+    "--entropy-wide {output.entropy} --gpu {resources.gpu} > {log} 2>&1"
 )
+METRIC_GPU = RES["gpu"] if config["metrics"]["gpu"] else 0
 
 
 rule compute_teacher_metrics:
@@ -28,6 +29,7 @@ rule compute_teacher_metrics:
         "results/benchmarks/compute_metrics/teacher.tsv"
     resources:
         mem_mb=2500,
+        gpu=METRIC_GPU,
     shell:
         METRIC_SHELL
 
@@ -51,6 +53,7 @@ rule compute_metrics:
         "results/benchmarks/compute_metrics/{setting}_seed_{seed}.tsv"
     resources:
         mem_mb=2500,
+        gpu=METRIC_GPU,
     shell:
         METRIC_SHELL
 
