@@ -221,11 +221,13 @@ def test_float16_dump_reads_as_its_float32_values(tmp_path):
 
 
 def test_engine_runs_on_a_gpu_only_when_granted_and_present(monkeypatch):
+    from distdyn.jobenv import granted_device
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert metrics.engine_device(0).type == "cpu"
-    assert metrics.engine_device(1).type == "cuda"
+    assert granted_device(0) == "cpu"
+    assert granted_device(1) == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert metrics.engine_device(1).type == "cpu"
+    assert granted_device(1) == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

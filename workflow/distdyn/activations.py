@@ -27,6 +27,7 @@ import torch
 
 from . import __version__
 from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
+from .jobenv import granted_device
 from .models import forward_with_blocks, load_checkpoint
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if not len(args.checkpoints) == len(args.out) == len(args.model_names):
         p.error("give one --out and one --model-names entry per checkpoint")
     torch.set_num_threads(args.threads)
-    device = "cuda" if args.gpu > 0 and torch.cuda.is_available() else "cpu"
+    device = granted_device(args.gpu)
     opts = read_spec(args.dump)
     for ckpt, out, name in zip(args.checkpoints, args.out, args.model_names):
         dump(ckpt, out, data_cfg=read_spec(args.data), probe_file=args.probe_file,

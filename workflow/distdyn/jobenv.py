@@ -1,4 +1,4 @@
-"""The environment Snakemake jobs inherit from the process that plans them."""
+"""What Snakemake jobs inherit from the process that plans them, and the device they were granted."""
 from __future__ import annotations
 
 import os
@@ -16,3 +16,10 @@ def export_environment(pkg_dir: str | Path) -> None:
     env = os.environ
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pkg_dir), env.get("PYTHONPATH", "")) if p)
+
+
+def granted_device(gpu: int) -> str:
+    """'cuda' when the job was granted a GPU (`--gpu N`, N > 0) and torch sees one, else 'cpu'."""
+    import torch  # here, not at the top: the Snakefile imports this module when it plans jobs
+
+    return "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"

@@ -34,6 +34,7 @@ import torch
 
 from . import kernels
 from .activations import ValueRange, dump_meta, open_dump, stored_value_range
+from .jobenv import granted_device
 
 SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
 ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
@@ -179,12 +180,6 @@ def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
         for b0, b1 in _chunks(B, chunk_images):
             found.update(read_chunk(blocks, layer, b0, b1, buf), layer)
     return found.lo, found.hi
-
-
-def engine_device(gpu: int) -> torch.device:
-    """Where the engine computes: CUDA (the torch path) when the job was granted a GPU and torch
-    sees one, else the CPU (the C kernels)."""
-    return torch.device("cuda" if gpu > 0 and torch.cuda.is_available() else "cpu")
 
 
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
@@ -384,7 +379,7 @@ def _compute_main(argv) -> int:
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: the CPU's C kernels)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    device = engine_device(a.gpu)
+    device = granted_device(a.gpu)  # cuda: the torch path; cpu: the C kernels
     print(f"metric engine on {device}", file=sys.stderr)
     layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins, chunk_images=a.chunk_images,
                                      bootstrap=a.bootstrap, ci=a.ci, device=device)

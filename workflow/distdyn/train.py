@@ -27,6 +27,7 @@ from torch import nn
 from . import __version__
 from .config import config_hash
 from .data import TensorSplit, image_folder, load_tensor_splits, tensor_batches
+from .jobenv import granted_device
 from .losses import DistillationLoss
 from .models import atomic_save, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
 
@@ -57,7 +58,7 @@ def make_runtime(train_cfg: dict, gpu: int, device: str = "auto") -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if device == "auto":
-        device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
+        device = granted_device(gpu)
     if device == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
