@@ -138,30 +138,6 @@ DISTDYN_INLINE double row_entropy(entropy_ctx *e, const float *row)
     return (double)inside / (double)C * e->log2c - ((a0 + a1) + (a2 + a3)) / (double)C;
 }
 
-/* For tokens [t0, t1) of x [tokens, C] (float32, row-major): each token's entropy and sum |x|. */
-DISTDYN_CLONES
-int token_entropy_f32(const float *x, int64_t t0, int64_t t1, int64_t C, const float *edges, int64_t bins,
-                      const double *nlog2n, double *out_entropy, double *out_abs_sum)
-{
-    if (C < 1 || bins < 1)
-        return -2;
-    entropy_ctx e;
-    if (entropy_init(&e, C, edges, bins, nlog2n) != 0) {
-        entropy_free(&e);
-        return -1;
-    }
-    for (int64_t t = t0; t < t1; t++) {
-        const float *row = x + t * C;
-        out_entropy[t] = row_entropy(&e, row);
-        double a = 0.0;
-        for (int64_t c = 0; c < C; c++) /* in channel order, as token_metrics_f32 sums */
-            a += fabs((double)row[c]);
-        out_abs_sum[t] = a;
-    }
-    entropy_free(&e);
-    return 0;
-}
-
 /* ------------------------------------------------------------ FFT over channels, 16 tokens at once
  *
  * A complex FFT of length C runs on 8 lanes (one AVX register) at a time, each lane a
@@ -352,8 +328,8 @@ DISTDYN_INLINE void transpose_rows(const float *const *rows, int64_t C, v8f *res
             out[c][l] = rows[l][c];
 }
 
-/* Images [i0, i1) of x [images, N, C] (float32): per token the entropy and sum |x| as in
- * token_entropy_f32, and per image the sum over its N positions of |FFT over channels| in
+/* Images [i0, i1) of x [images, N, C] (float32): per token the entropy (row_entropy) and sum |x|
+ * (in channel order), and per image the sum over its N positions of |FFT over channels| in
  * bins 0..C/2 -> out_spec [images, C/2 + 1] (float64, not divided by C).
  */
 DISTDYN_CLONES

@@ -69,7 +69,6 @@ def load() -> ctypes.CDLL | None:
         warnings.warn(f"distdyn: C kernels unavailable ({e}); metrics use the slower torch path", stacklevel=2)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.token_entropy_f32.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr]
     lib.token_metrics_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr]
     return lib
 
@@ -97,19 +96,6 @@ def _parallel(fn, n: int) -> None:
         raise MemoryError("distdyn kernel could not allocate its buffers")
 
 
-def token_entropy(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token histogram entropy and sum |x| of a float32 [tokens, C] array."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    edges = np.ascontiguousarray(edges, dtype=np.float32)
-    nlog2n = np.ascontiguousarray(nlog2n, dtype=np.float64)
-    tokens, C = x.shape
-    h, a = np.empty(tokens), np.empty(tokens)
-    args = (x.ctypes.data, C, edges.ctypes.data, len(edges) - 1, nlog2n.ctypes.data, h.ctypes.data, a.ctypes.data)
-    _parallel(lambda t0, t1: lib.token_entropy_f32(args[0], t0, t1, *args[1:]), tokens)
-    return h, a
-
-
 def token_metrics(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass over a float32 [images, N, C] array: the sum over positions of |FFT over channels|
@@ -123,6 +109,13 @@ def token_metrics(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np
     args = (N, C, edges.ctypes.data, len(edges) - 1, nlog2n.ctypes.data, h.ctypes.data, a.ctypes.data, spec.ctypes.data)
     _parallel(lambda i0, i1: lib.token_metrics_f32(x.ctypes.data, i0, i1, *args), images)
     return spec, h, a
+
+
+def token_entropy(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token histogram entropy and sum |x| of a float32 [tokens, C] array (token_metrics on one image)."""
+    _, h, a = token_metrics(lib, np.asarray(x)[None], edges, nlog2n)
+    return h[0], a[0]
 
 
 if __name__ == "__main__":  # python -m distdyn.kernels: build now and say where
