@@ -171,11 +171,12 @@ def read_chunk(blocks, layer: int, b0: int, b1: int, buf: np.ndarray) -> np.ndar
     return out
 
 
-def value_range(blocks, chunk_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer min and max of a [L, B, N, C] dataset, streamed (for dumps that did not record them)."""
+def value_range(blocks, chunk_images: int, buf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer min and max of a [L, B, N, C] dataset, streamed (for dumps that did not record them);
+    `buf`: a float32 [chunk_images, N, C] buffer to read into."""
     L, B, N, C = blocks.shape
     found = ValueRange(L)
-    buf = np.empty((chunk_images, N, C), dtype=np.float32)
+    buf = np.empty((chunk_images, N, C), dtype=np.float32) if buf is None else buf
     for layer in range(L):
         for b0, b1 in _chunks(B, chunk_images):
             found.update(read_chunk(blocks, layer, b0, b1, buf), layer)
@@ -193,21 +194,21 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
     The entropy range comes from the min/max the dump recorded when written; without
     them (or with `stored_range=False`) a first streaming pass finds it.
     """
+    if entropy_range not in ("global", "per_layer"):
+        raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
     with open_dump(path) as f:
         blocks = f["blocks"]
         L, B, N, C = blocks.shape
         chunk_images = max(1, min(chunk_images, B))
+        buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         recorded = stored_value_range(f) if stored_range else None
-        lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images)
+        lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images, buf)
         if entropy_range == "global":
             lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
-        elif entropy_range != "per_layer":
-            raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
         device = torch.device(device)
         lib = kernels.load() if use_kernels and device.type == "cpu" else None
         per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
         spectra = np.zeros((L, C // 2))
-        buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         weights = fold_weights(C)
         for layer in range(L):
             edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins).to(device)
