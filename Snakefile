@@ -1,6 +1,11 @@
 # distdyn: distillation dynamics of Vision Transformers (Tian, Xu, Li; AAAI 2026).
 # config -> training -> checkpoints -> HDF5 dumps -> metric tables -> figures, claims -> report.
-configfile: "config.yaml"
+# config.yaml is the embedded default experiment, read only when no --configfile is given: a preset
+# is the whole experiment (Snakemake would otherwise merge it into config.yaml key by key, and every key
+# the preset leaves out would come from the toy default).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

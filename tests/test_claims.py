@@ -51,11 +51,11 @@ def curves(runs: dict, epochs: int = 8) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def teacher_layers(values, half_width=0.05) -> pd.DataFrame:
+def teacher_layers(values, half_width=0.05, metric="entropy") -> pd.DataFrame:
     v = np.asarray(values, float)
     hw = np.broadcast_to(np.asarray(half_width, float), v.shape)
     return pd.DataFrame({"model": "teacher", "role": "teacher", "setting": "teacher", "seed": 0, "epoch": 10,
-                         "layer": np.arange(1, len(v) + 1), "metric": "entropy", "value": v,
+                         "layer": np.arange(1, len(v) + 1), "metric": metric, "value": v,
                          "ci_low": v - hw, "ci_high": v + hw})
 
 
@@ -152,6 +152,36 @@ def test_c1_inconclusive_without_bootstrap_intervals():
     layers = teacher_layers([3.0, 1.0, 3.0]).assign(ci_low=np.nan, ci_high=np.nan)
     r = run(layers=layers)["C1"]
     assert (r["verdict"], r["qualifier"]) == ("inconclusive", "no intervals")
+
+
+def test_c1_shows_both_histogram_ranges_and_the_outlier_channels():
+    """A U on the file-wide range only, with a huge channel in the last layer: the verdict is the
+    configured entropy's, and the evidence says the U depends on the range."""
+    u = [3.0, 2.2, 1.5, 1.8, 2.6, 3.4]
+    layers = pd.concat([teacher_layers(u), teacher_layers(u, metric="entropy_global"),
+                        teacher_layers([4.0, 4.2, 4.4, 4.5, 4.6, 4.7], metric="entropy_per_layer"),
+                        teacher_layers([1.2, 1.3, 1.5, 1.4, 2.0, 40.0], metric="outlier_ratio"),
+                        teacher_layers([0, 0, 0, 0, 0, 2], half_width=0, metric="outlier_channels")],
+                       ignore_index=True)
+    r = run(layers=layers)["C1"]
+    assert r["verdict"] == "holds"
+    ev = r["evidence"]
+    assert "- entropy_global (the file-wide histogram range, as the authors' code; the entropy above): first " \
+           "3.000, minimum L3 1.500, last 3.400 bits; U-shape by the same rule: holds" in ev
+    assert "- entropy_per_layer (each layer's own histogram range): first 4.000, minimum L1 4.000, last 4.700 bits; " \
+           "U-shape by the same rule: does not hold" in ev
+    assert "L1 (first) 1.20 (0 channels), L3 (minimum) 1.50 (0 channels), L6 (last, largest) 40.00 (2 channels)" in ev
+    assert "depends on the histogram range (holds with the file-wide range, does not hold with each layer's own)" in ev
+    assert "context, not part of the verdict" in r["reason"]
+    by_quantity = {c.get("quantity"): c for c in r["comparisons"]}
+    assert by_quantity["entropy_per_layer"]["verdict"] == "does not hold"
+    assert [c["layer"] for c in r["comparisons"] if c.get("quantity") == "outlier_ratio"] == [1, 3, 6]
+
+
+def test_c1_evidence_without_the_extra_metrics_is_unchanged():
+    r = run(layers=teacher_layers([3.0, 2.2, 1.5, 1.8, 2.6, 3.4]))["C1"]
+    assert "outlier" not in r["evidence"] and "histogram range" not in r["evidence"]
+    assert r["evidence"].count("\n") == 2 and "context" not in r["reason"]
 
 
 def test_c1_uses_the_teacher_not_the_students():

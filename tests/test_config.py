@@ -38,7 +38,10 @@ def test_every_schema_key_has_a_description_and_default():
 
 
 def test_defaults_fill_an_empty_config(tmp_path):
-    cfg = load_config({})
+    from distdyn.config import validate_schema
+
+    cfg = validate_schema({})
+    assert cfg["settings"] == [] and cfg["extra_models"] == []
     assert cfg["data"]["source"] == "digits"
     assert cfg["teacher"]["train"]["opt"] == "adamw"
     assert cfg["student"]["overrides"] == {}
@@ -123,3 +126,68 @@ def test_student_spec_resolves_weights(tiny_cfg):
     assert (s["alpha"], s["tau"], s["feature_weight"], s["pairs"]) == (0.5, 1.0, 0.2, [[1, 2]])
     assert spec["seed"] == 1 and spec["checkpoint_epochs"] == [1]
     assert teacher_spec(tiny_cfg)["role"] == "teacher"
+
+
+def test_numbers_written_as_strings_are_coerced_where_the_schema_wants_numbers(tiny_raw):
+    """PyYAML reads 1e-3 as a string and Snakemake's --config passes strings throughout."""
+    tiny_raw["seeds"] = ["0", "1"]
+    tiny_raw["student"]["train"].update(lr="1e-3", epochs="2", checkpoint_every=["1"])
+    tiny_raw["distill"] = {"projector_trainable": "false", "tau": "2"}
+    tiny_raw["settings"][2]["layers"] = [["1", "2"]]
+    tiny_raw["metrics"]["bootstrap"] = "20"
+    cfg = load_config(tiny_raw)
+    assert cfg["seeds"] == [0, 1]
+    t = cfg["student"]["train"]
+    assert (t["lr"], t["epochs"], t["checkpoint_every"]) == (0.001, 2, [1])
+    assert cfg["distill"]["projector_trainable"] is False and cfg["distill"]["tau"] == 2.0
+    assert cfg["settings"][2]["layers"] == [[1, 2]]
+    # Strings stay strings where the schema takes a string ...
+    tiny_raw["student"]["model"] = "vit_tiny_patch16_224"
+    tiny_raw["settings"][2]["layers"] = "last"
+    assert load_config(tiny_raw)["settings"][2]["layers"] == "last"
+    # ... and a string that is no number is still refused, naming the key.
+    tiny_raw["student"]["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"student\.train\.lr"):
+        load_config(tiny_raw)
+
+
+def test_pretrained_teacher_spec_reads_the_fetched_weights(tiny_raw, tmp_path):
+    weights = tmp_path / "teacher.pth"
+    weights.write_bytes(b"")
+    tiny_raw["teacher"]["pretrained"] = str(weights)
+    tiny_raw["teacher"]["train"]["epochs"] = 0
+    spec = teacher_spec(load_config(tiny_raw))
+    assert spec["checkpoint"] == "results/models/teacher/weights.pt"
+    tiny_raw["teacher"]["checkpoint"] = str(weights)
+    with pytest.raises(ConfigError, match=r"teacher\.pretrained.*not both"):
+        load_config(tiny_raw)
+    tiny_raw["teacher"].update(checkpoint=None, pretrained=str(tmp_path / "absent.pth"))
+    with pytest.raises(ConfigError, match=r"teacher\.pretrained.*absent\.pth does not exist"):
+        load_config(tiny_raw)
+
+
+def test_analysis_only_config_is_valid_and_needs_weights(tiny_raw, tmp_path):
+    ckpt = tmp_path / "mine.pt"
+    ckpt.write_bytes(b"")
+    raw = {"data": tiny_raw["data"], "probe": tiny_raw["probe"],
+           "extra_models": [{"name": "mine", "model": "vit_tiny_patch16_224", "checkpoint": str(ckpt),
+                             "overrides": {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2}}]}
+    cfg = load_config(raw)
+    assert cfg["settings"] == [] and cfg["extra_models"][0]["pretrained"] is False
+    raw["extra_models"][0]["checkpoint"] = None
+    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.checkpoint.*needs its weights"):
+        load_config(raw)
+    raw["extra_models"][0].update(checkpoint=str(ckpt), name="teacher")
+    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.name.*'teacher'"):
+        load_config(raw)
+    raw["extra_models"][0].update(name="mine", model="no_such_model")
+    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.model"):
+        load_config(raw)
+    with pytest.raises(ConfigError, match=r"settings.*nothing to run"):
+        load_config({"data": tiny_raw["data"], "probe": tiny_raw["probe"]})
+
+
+def test_setting_named_like_an_extra_model_or_the_teacher_is_refused(tiny_raw, tmp_path):
+    tiny_raw["settings"].append({"name": "teacher", "method": "logit"})
+    with pytest.raises(ConfigError, match=r"settings\[4\]\.name.*reserved"):
+        load_config(tiny_raw)

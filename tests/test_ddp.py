@@ -34,3 +34,40 @@ def test_two_process_ddp_matches_one_process(tiny_cfg, tmp_path):
     b = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [round(l["train_loss"], 4) for l in a] == [round(l["train_loss"], 4) for l in b]
     assert [l["test_acc1"] for l in a] == [l["test_acc1"] for l in b]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_on_imagefolder_with_deit_transforms(tmp_path):
+    """The paper preset's ImageFolder data path (RandomResizedCrop, RandAugment, random erasing, 2 loader
+    workers): two gloo processes train the same weights as one, since each image's augmentation is seeded
+    by (epoch, index) and a global batch holds the same images for any process count."""
+    import yaml
+
+    from distdyn.config import load_config
+    from test_commands import fake_imagefolder
+
+    raw = yaml.safe_load((ROOT / "presets" / "imagenet_paper.yaml").read_text())
+    data = {**raw["data"], "root": str(fake_imagefolder(tmp_path / "imagenet", per_class=(8, 2))), "num_workers": 2}
+    assert data["augment"] == {"timm": True, "hflip": True, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25}
+    tiny = {"img_size": 224, "patch_size": 32, "embed_dim": 16, "depth": 2, "num_heads": 2}
+    train_cfg = {"epochs": 2, "batch_size": 8, "eval_batch_size": 6, "warmup_epochs": 0, "checkpoint_every": 0}
+    cfg = load_config({"data": data, "probe": {"size": 3},
+                       "teacher": {"model": "vit_tiny_patch16_224", "overrides": tiny, "train": train_cfg},
+                       "student": {"model": "vit_tiny_patch16_224", "overrides": tiny, "train": train_cfg},
+                       "settings": [{"name": "logit", "method": "logit"}]})
+    train.run(teacher_spec(cfg), tmp_path / "teacher")
+    spec = student_spec(cfg, "logit", 0)
+    single = train.run(spec, tmp_path / "single", teacher_path=str(tmp_path / "teacher" / "final.pt"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
+           "--spec", json.dumps(spec), "--out", str(tmp_path / "ddp"), "--teacher", str(tmp_path / "teacher" / "final.pt")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x2 (DDP)" in proc.stderr
+    a = load_checkpoint(tmp_path / "single" / "final.pt")["model"]
+    b = load_checkpoint(tmp_path / "ddp" / "final.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    ddp = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [round(l["train_loss"], 4) for l in single] == [round(l["train_loss"], 4) for l in ddp]
+    assert single[0]["images_per_s"] and len(single) == 2

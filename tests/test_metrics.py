@@ -8,7 +8,8 @@ import torch
 
 from distdyn import metrics
 from distdyn.metrics import (LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, channel_spectrum, compute_dump,
-                             compute_in_memory, entropy_wide, histogram_edges, layer_rows, spectra_rows, token_entropy)
+                             compute_in_memory, entropy_wide, histogram_edges, layer_rows, outlier_stats, spectra_rows,
+                             token_entropy)
 
 
 def write_fake_dump(path, blocks, grads=None, **attrs):
@@ -113,6 +114,83 @@ def test_streaming_equals_in_memory(tmp_path, chunk, entropy_range, use_kernels)
     for key in metrics.SCALAR_METRICS:
         rtol = fft_rtol if key == "frequency_intensity" else 1e-9
         np.testing.assert_allclose(m.per_image[key].mean(1), ref[key], rtol=rtol, err_msg=key)
+    np.testing.assert_allclose(m.channel_abs.mean(1), ref["channel_abs"], rtol=1e-12)
+    rows = layer_rows(m, outlier_multiple=1.5).set_index(["metric", "layer"]).value
+    for key, want in zip(metrics.OUTLIER_METRICS, outlier_stats(ref["channel_abs"], 1.5)):
+        np.testing.assert_allclose(rows[key].to_numpy(), want, rtol=1e-12, err_msg=key)
+
+
+# ---------------------------------------------------------------- outlier channels (beyond the paper)
+
+
+def outlier_dump_blocks():
+    """[3, 6, 9, 16]: layer 1 plain noise, layer 2 with channel 5 at 100x, layer 3 with channels 2 and 7
+    at 10x and channel 3 at 3x."""
+    rng = np.random.default_rng(7)
+    blocks = rng.normal(size=(3, 6, 9, 16)).astype(np.float32)
+    blocks[1, ..., 5] *= 100
+    blocks[2, ..., [2, 7]] *= 10
+    blocks[2, ..., 3] *= 3
+    return blocks
+
+
+def direct_outliers(blocks, k):
+    """The definition, literally: per layer the mean |x| of each channel over images and positions."""
+    m = np.abs(blocks.astype(np.float64)).mean(axis=(1, 2))  # [L, C]
+    med = np.median(m, axis=1)
+    return m.max(axis=1) / med, (m > k * med[:, None]).sum(axis=1)
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["c", "torch"])
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_outlier_metrics_match_a_direct_computation(tmp_path, use_kernels, chunk):
+    blocks = outlier_dump_blocks()
+    path = write_fake_dump(tmp_path / "d.h5", blocks)
+    rows = layer_rows(compute_dump(path, chunk_images=chunk, use_kernels=use_kernels), outlier_multiple=6)
+    rows = rows.set_index(["metric", "layer"]).value
+    ratio, count = direct_outliers(blocks, 6)
+    np.testing.assert_allclose(rows["outlier_ratio"].to_numpy(), ratio, rtol=1e-12)
+    np.testing.assert_array_equal(rows["outlier_channels"].to_numpy(), count)
+    assert rows["outlier_channels"].tolist() == [0, 1, 2]  # the 3x channel stays below 6x the median
+    assert rows["outlier_ratio"][1] < 2 and 70 < rows["outlier_ratio"][2] < 130
+
+
+def test_outlier_interval_resamples_images_like_the_others(tmp_path):
+    blocks = outlier_dump_blocks()
+    m = compute_dump(write_fake_dump(tmp_path / "d.h5", blocks))
+    rows = layer_rows(m, resamples=50, outlier_multiple=6).set_index(["metric", "layer"])
+    idx = np.random.default_rng(0).integers(0, blocks.shape[1], size=(50, blocks.shape[1]))  # bootstrap_ci's draws
+    for layer in range(3):
+        means = np.stack([m.channel_abs[layer, i].mean(0) for i in idx])  # [resamples, C]
+        for key, stat in zip(metrics.OUTLIER_METRICS, outlier_stats(means, 6)):
+            got = rows.loc[(key, layer + 1), ["ci_low", "ci_high"]].to_numpy(float)
+            np.testing.assert_allclose(got, np.percentile(stat, [2.5, 97.5]), rtol=1e-12, err_msg=key)
+
+
+def test_outlier_stats_edge_cases():
+    ratio, count = outlier_stats(np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 5.0], [1.0, 2.0, 3.0, 30.0]]), 6)
+    np.testing.assert_array_equal(ratio, [1.0, np.nan, 12.0])  # median 0: no ratio
+    np.testing.assert_array_equal(count, [0.0, np.nan, 1.0])  # strictly above 6 x 2.5
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["c", "torch"])
+def test_both_entropies_whatever_the_configured_range(tmp_path, use_kernels):
+    """entropy_per_layer is the engine with entropy_range per_layer, entropy_global with global, and
+    `entropy` is the configured one; a 100x channel in one layer lowers the others' global entropy only."""
+    blocks = outlier_dump_blocks()
+    path = write_fake_dump(tmp_path / "d.h5", blocks)
+    g = compute_dump(path, entropy_range="global", use_kernels=use_kernels, chunk_images=4).per_image
+    p = compute_dump(path, entropy_range="per_layer", use_kernels=use_kernels, chunk_images=4).per_image
+    for run in (g, p):
+        np.testing.assert_array_equal(run["entropy_global"], g["entropy"])
+        np.testing.assert_array_equal(run["entropy_per_layer"], p["entropy"])
+    ref = reference(blocks)["entropy"]  # the authors' per-token loop on the global range
+    np.testing.assert_allclose(g["entropy"].mean(1), ref, rtol=1e-12)
+    per_layer = np.array([reference(blocks[i:i + 1])["entropy"][0] for i in range(3)])  # one layer: its own range
+    np.testing.assert_allclose(p["entropy"].mean(1), per_layer, rtol=1e-12)
+    glob, own = g["entropy"].mean(1), p["entropy"].mean(1)
+    assert glob[1] == pytest.approx(own[1], abs=0.5)  # the 100x layer sets the global range
+    assert (own[[0, 2]] - glob[[0, 2]] > 1.5).all()
 
 
 def tokens_near_edges(lo, hi, bins=100, C=48, seed=0):
@@ -164,6 +242,7 @@ def test_recorded_range_gives_the_same_numbers_as_a_first_pass(tmp_path):
     again = compute_dump(path)
     for key in metrics.SCALAR_METRICS:
         np.testing.assert_array_equal(again.per_image[key], first_pass.per_image[key])
+    np.testing.assert_array_equal(again.channel_abs, first_pass.channel_abs)
 
 
 def test_bootstrap_interval_contains_the_estimate():
@@ -181,7 +260,8 @@ def test_tables_have_documented_columns(tmp_path):
     layers, spectra = metrics.compute_tables([str(p) for p in paths], bootstrap=10)
     assert list(layers.columns) == LAYER_COLUMNS
     assert list(spectra.columns) == SPECTRA_COLUMNS
-    assert len(layers) == 2 * 2 * len(metrics.SCALAR_METRICS)
+    assert len(layers) == 2 * 2 * len(metrics.LAYER_METRICS)
+    assert set(layers.metric) == set(metrics.LAYER_METRICS)
     assert sorted(layers.layer.unique()) == [1, 2]
     assert len(spectra) == 2 * 2 * 4 and spectra.freq.max() < 0.5
     wide = entropy_wide(layers)
@@ -240,3 +320,4 @@ def test_cuda_engine_matches_the_c_kernels(tmp_path):
     np.testing.assert_allclose(on_gpu.spectra, on_cpu.spectra, rtol=1e-6)
     for key in metrics.SCALAR_METRICS:
         np.testing.assert_allclose(on_gpu.per_image[key], on_cpu.per_image[key], rtol=1e-6, err_msg=key)
+    np.testing.assert_allclose(on_gpu.channel_abs, on_cpu.channel_abs, rtol=1e-6)

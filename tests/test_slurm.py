@@ -37,7 +37,7 @@ TARGETS = ("results/metrics/layers.csv", "results/metrics/accuracy.csv")
 # GPU rule -> its SLURM log directories (wildcards joined by "_", as the plugin names them)
 GPU_RULES = {
     "pretrain_teacher": [""],
-    "dump_teacher_activations": [""],
+    "dump_model_activations": ["teacher"],
     "distill_student": [f"{s}_0" for s in SETTINGS],
     "dump_activations": [f"{s}_0" for s in SETTINGS],
 }

@@ -67,11 +67,24 @@ def test_teacher_from_checkpoint(tiny_cfg, teacher_ckpt, tmp_path):
     torch.save(_weights(teacher_ckpt), bare)
     spec = teacher_spec(tiny_cfg)
     spec["checkpoint"] = str(bare)
+    spec["train"]["epochs"] = 0
     lines = train.run(spec, tmp_path / "imported")
     original = json.loads((teacher_ckpt.parent / "log.jsonl").read_text().splitlines()[-1])
-    assert lines[0]["test_acc1"] == pytest.approx(original["test_acc1"])
+    assert lines[0]["epoch"] == 0 and lines[0]["test_acc1"] == pytest.approx(original["test_acc1"])
     w = _weights(tmp_path / "imported" / "final.pt")
     assert all(torch.equal(w[k], _weights(teacher_ckpt)[k]) for k in w)
+
+
+def test_teacher_with_a_checkpoint_and_epochs_is_fine_tuned_from_it(tiny_cfg, teacher_ckpt, tmp_path):
+    spec = teacher_spec(tiny_cfg)
+    spec["train"]["epochs"] = 1
+    fresh = train.run(spec, tmp_path / "fresh")
+    spec["checkpoint"] = str(teacher_ckpt)
+    tuned = train.run(spec, tmp_path / "tuned")
+    assert [l["epoch"] for l in tuned] == [1]
+    assert tuned[0]["train_loss"] < fresh[0]["train_loss"]  # it starts from the trained weights
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "tuned" / "final.pt").values(),
+                                                       _weights(teacher_ckpt).values()))
 
 
 def test_teacher_checkpoint_that_does_not_fit(tiny_cfg, tmp_path):
@@ -98,3 +111,18 @@ def test_compile_mode_from_config_and_default_under_ddp():
     rt = train.make_runtime(cfg, gpu=0, device="cpu")
     assert rt.compile and rt.compile_mode == "reduce-overhead" and rt.amp_dtype is None
     assert train.compile_mode(cfg, world=2) == "default"
+
+
+@pytest.mark.slow
+def test_compiled_training_loop_matches_eager_on_cpu(tiny_cfg, teacher_ckpt, tmp_path):
+    """train.compile: on runs the real loop under torch.compile (inductor on CPU) in the default compile_mode."""
+    spec = student_spec(tiny_cfg, "spectral_last", 0)
+    assert spec["train"]["compile_mode"] == "default"
+    spec["train"]["epochs"] = 1
+    eager = train.run(spec, tmp_path / "eager", teacher_path=str(teacher_ckpt))
+    spec["train"]["compile"] = "on"
+    compiled = train.run(spec, tmp_path / "compiled", teacher_path=str(teacher_ckpt))
+    assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-4)
+    we, wc = _weights(tmp_path / "eager" / "final.pt"), _weights(tmp_path / "compiled" / "final.pt")
+    for k in we:
+        torch.testing.assert_close(wc[k], we[k], rtol=1e-3, atol=1e-4, msg=k)

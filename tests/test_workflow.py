@@ -1,5 +1,7 @@
 """End-to-end: the real Snakefile on the tiny config, in a temporary directory."""
+import contextlib
 import json
+import re
 
 import h5py
 import numpy as np
@@ -40,12 +42,18 @@ def test_every_output_exists_and_is_sane(finished_run):
     with h5py.File(r / "activations/teacher.h5") as f:
         assert f["blocks"].shape == (3, 16, 16, 16)
     layers = pd.read_csv(r / "metrics/layers.csv")
-    assert set(layers.metric) == {"frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude"}
+    assert set(layers.metric) == {"frequency_intensity", "entropy", "entropy_global", "entropy_per_layer",
+                                  "activation_magnitude", "gradient_magnitude", "outlier_ratio", "outlier_channels"}
     assert layers.value.notna().all() and (layers.value >= 0).all()
-    ent = layers[layers.metric == "entropy"].value
+    ent = layers[layers.metric.str.startswith("entropy")].value
     assert (ent > 0).all() and (ent < np.log2(100)).all()
-    assert (layers.ci_low <= layers.value + 1e-12).all() and (layers.value <= layers.ci_high + 1e-12).all()
-    assert len(layers) == (3 + 4 * 2 * 2) * 4
+    by_metric = layers.set_index(["model", "layer", "metric"]).value.unstack("metric")
+    assert (by_metric.entropy == by_metric.entropy_global).all()  # the default range is the file-wide one
+    assert (by_metric.outlier_ratio >= 1).all() and by_metric.outlier_channels.between(0, 16).all()
+    means = layers[~layers.metric.isin(["outlier_ratio", "outlier_channels"])]  # intervals of means hold the mean
+    assert (means.ci_low <= means.value + 1e-12).all() and (means.value <= means.ci_high + 1e-12).all()
+    assert (layers.ci_low <= layers.ci_high).all()
+    assert len(layers) == (3 + 4 * 2 * 2) * 8
     spectra = pd.read_csv(r / "metrics/spectra.csv")
     assert spectra.freq.between(0, 0.5, inclusive="left").all()
     acc = pd.read_csv(r / "metrics/accuracy.csv")
@@ -55,7 +63,7 @@ def test_every_output_exists_and_is_sane(finished_run):
     assert summary.loc["logit", "delta_vs_logit"] == 0
     for png in (r / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert len(list((r / "figures").glob("*.png"))) == 8 + 2 * len(settings)
+    assert len(list((r / "figures").glob("*.png"))) == 9 + 2 * len(settings)
     cka = pd.read_csv(r / "metrics/cka.csv")
     assert len(cka) == 4 * 2 * 2 * 3  # settings x checkpoints x student blocks x teacher blocks
     assert cka.cka.between(0, 1 + 1e-9).all()
@@ -113,11 +121,6 @@ def _edit_config(workdir, change):
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def _edit_code(workdir, module):
-    path = workdir / "workflow" / "distdyn" / f"{module}.py"
-    path.write_text(path.read_text() + "\n# edited\n")
-
-
 def test_changed_loss_weight_reruns_that_setting_and_aggregates(rerun_dir):
     def change(cfg):
         next(s for s in cfg["settings"] if s["name"] == "spectral_last")["feature_weight"] = 0.5
@@ -136,21 +139,155 @@ def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
     assert "results/students/mse_last/seed_0/final.pt" in out
 
 
-def test_edited_metrics_code_reruns_metrics_tables_figures_only(rerun_dir):
-    _edit_code(rerun_dir, "metrics")
-    assert _planned(rerun_dir) == {"compute_metrics": 4, "compute_teacher_metrics": 1, "cka": 4, **AGGREGATES}
+# ---------------------------------------------------------------- code changes: content fingerprints
+
+ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_student": 4, "dump_model_activations": 1,
+            "dump_activations": 4, "compute_model_metrics": 1, "compute_metrics": 4, "cka": 4, **AGGREGATES}
+METRIC_JOBS = {"compute_model_metrics": 1, "compute_metrics": 4, "cka": 4, **AGGREGATES}
 
 
-def test_edited_plotting_code_reruns_figures_only(rerun_dir):
-    _edit_code(rerun_dir, "plots")
-    assert _planned(rerun_dir) == {"plot": 1}
+@pytest.fixture(scope="module")
+def code_run(finished_run, tmp_path_factory):
+    """One copy of the finished run for every code edit; each test puts back what it changed."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("code") / "run"
+    shutil.copytree(finished_run, dst, symlinks=True)
+    return dst
 
 
-def test_edited_loss_code_reruns_students_not_the_teacher(rerun_dir):
-    _edit_code(rerun_dir, "losses")
-    planned = _planned(rerun_dir)
-    assert planned == {"distill_student": 4, "dump_activations": 4, "compute_metrics": 4, "cka": 4, **AGGREGATES}
-    assert "pretrain_teacher" not in planned and "dump_teacher_activations" not in planned
+@contextlib.contextmanager
+def _restored(paths):
+    saved = {p: p.read_bytes() for p in paths}
+    try:
+        yield
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+
+
+def _source_files(workdir):
+    return sorted(p for p in (workdir / "workflow" / "distdyn").iterdir() if p.suffix in (".py", ".c"))
+
+
+def _cosmetic_python(src: str) -> str:
+    """The same code, reformatted (ast.unparse), every docstring changed or added, comments and blank lines added."""
+    import ast
+
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                first.value.value = "Edited. " + first.value.value
+            else:
+                node.body.insert(0, ast.Expr(ast.Constant("An added docstring.")))
+    lines = []
+    for line in ast.unparse(tree).splitlines():
+        lines.append(line)
+        if line.rstrip().endswith(":"):
+            lines += ["    # an added comment", ""]
+    return "# edited: comments, docstrings, formatting\n\n\n" + "\n".join(lines) + "\n\n\n"
+
+
+def _cosmetic_c(src: str) -> str:
+    """The same C code, indented further, with comments and blank lines added (not inside a macro's continued lines)."""
+    out = ["/* an added", "   block comment */", "// and a line comment", ""]
+    for line in src.splitlines():
+        out.append(f"  {line}" + (" // an added comment" if line.rstrip().endswith("{") else ""))
+        if not line.endswith("\\"):
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def test_comment_docstring_format_edits_and_touch_plan_nothing(code_run):
+    """Every distdyn module and the C source edited without a change of behaviour, and every
+    source file of the workflow touched: nothing to do."""
+    import os
+    import time
+
+    sources = _source_files(code_run)
+    assert {p.name for p in sources} >= {"data.py", "losses.py", "kernels.py", "_kernels.c", "metrics.py", "plots.py"}
+    with _restored(sources):
+        for p in sources:
+            p.write_text((_cosmetic_c if p.suffix == ".c" else _cosmetic_python)(p.read_text()))
+        later = time.time() + 60
+        for p in [code_run / "Snakefile", code_run / "config.yaml", *(code_run / "workflow").rglob("*")]:
+            if p.is_file():
+                os.utime(p, (later, later))
+        assert _planned(code_run) == {}
+
+
+def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_path):
+    """The workflow's files with new times (as `git clone` writes them) elsewhere, results/ and
+    .snakemake/ copied in with their times (`cp -a`)."""
+    import shutil
+
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
+        src = finished_run / name
+        if src.is_dir():
+            shutil.copytree(src, clone / name, copy_function=shutil.copy,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, clone / name)
+    for name in ("results", ".snakemake"):
+        shutil.copytree(finished_run / name, clone / name, symlinks=True)
+    assert _planned(clone) == {}
+
+
+@pytest.mark.parametrize("changed, planned", [
+    ("_kernels.c", METRIC_JOBS),
+    ("metrics.py", METRIC_JOBS),
+    ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1}),
+    ("plots.py", {"plot": 1}),
+    ("claims.py", {"claims": 1}),
+    ("activations.py", {"select_probe": 1, "dump_model_activations": 1, "dump_activations": 4, **METRIC_JOBS}),
+    ("data.py", ALL_JOBS),
+    ("losses.py", ALL_JOBS),  # the teacher's loss goes through DistillationLoss too
+])
+def test_behavioural_code_change_reruns_what_runs_that_code(code_run, changed, planned):
+    path = code_run / "workflow" / "distdyn" / changed
+    edit = "\nstatic const int distdyn_edit = 1;\n" if path.suffix == ".c" else "\nDISTDYN_EDIT = 1\n"
+    with _restored([path]):
+        path.write_text(path.read_text() + edit)
+        assert _planned(code_run) == planned
+
+
+def test_kernel_change_reruns_metrics_and_the_reason_names_the_file(code_run):
+    """A behavioural change to the metric kernel: the metric jobs and what they feed, no training,
+    no dumps; `snakemake -n` gives each job's reason, the stage's file digests before and now."""
+    path = code_run / "workflow" / "distdyn" / "kernels.py"
+    with _restored([path]):
+        path.write_text(path.read_text() + "\nDISTDYN_EDIT = 1\n")
+        proc = snakemake(code_run, "-n", "--cores", "2")
+    out = proc.stdout + proc.stderr
+    start = re.search(r"^job\s+count$", out, re.M).end()
+    table = out[start:out.index("total", start)]
+    planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "all"}
+    assert planned == METRIC_JOBS
+    reasons = [line for line in out.splitlines() if "reason: Params have changed" in line]
+    assert len(reasons) >= 5  # compute_*, cka, ...; the jobs after them give "updated input" as their reason
+    for line in reasons:
+        before, now = (dict(re.findall(r"([\w.]+)=(\w+)", half)) for half in line.split(" now: "))
+        assert [f for f in before if before[f] != now[f]] == ["kernels.py"]
+
+
+def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
+    """Each rule's `params: code=code_fingerprint("distdyn.X")` names the module its command runs."""
+    from distdyn.fingerprint import rules_by_stage
+
+    out = snakemake(code_run, "-n", "-p", "--forceall", "--cores", "2").stdout
+    runs, rule = {}, None
+    for line in out.splitlines():
+        m = re.match(r"(?:local)?rule (\w+):", line.strip())
+        if m:
+            rule = m.group(1)
+        for module in re.findall(r"-m (distdyn\.\w+)", line):
+            runs.setdefault(rule, set()).add(module)
+    declared = {r: {m} for m, rules in rules_by_stage(code_run / "workflow" / "rules").items() for r in rules}
+    assert len(runs) >= 15 and runs == {r: declared.get(r) for r in runs}
 
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])

@@ -46,3 +46,42 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
         if table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def readme_python_snippets() -> list[str]:
+    """The `python -c "..."` lines of the README's ```bash blocks (steps a reader runs before a command)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+            for line in block.splitlines() if line.strip().startswith("python -c ")]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(where, command) for every snakemake command in the README and in the presets' headers, verbatim.
+
+    README: lines of ```bash blocks and `inline code` that start with `snakemake` or `.venv/bin/snakemake`
+    (a trailing `# comment` dropped, `\\` continuations joined). Presets: header comment lines `#   snakemake ...`.
+    """
+    import re
+
+    found = []
+    text = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if re.match(r"(\.venv/bin/)?snakemake\s", line):
+                found.append(("README.md", " ".join(line.split())))
+    for span in re.findall(r"`((?:\.venv/bin/)?snakemake\s[^`]+)`", text):
+        found.append(("README.md", " ".join(span.split())))
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):
+        header = []
+        for line in preset.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        joined = "\n".join(header).replace("\\\n", " ")
+        for line in joined.splitlines():
+            if line.startswith("snakemake "):
+                found.append((f"presets/{preset.name}", " ".join(line.split())))
+    return list(dict.fromkeys(found))

@@ -2,7 +2,8 @@
  *
  * The torch path makes a dozen passes over each chunk and writes the whole complex spectrum;
  * token_metrics_f32 takes 16 tokens at a time while they are in L1 and computes their
- * histogram entropies, |x| sums and channel FFTs, keeping only per-image sums of |X_k|.
+ * histogram entropies (on one or two value ranges), |x| sums and channel FFTs, keeping only
+ * per-image sums of |X_k| and of |x| per channel.
  * Plain C, no Python or torch headers: called through ctypes on contiguous buffers, the GIL
  * released.
  */
@@ -38,9 +39,14 @@ typedef struct {
     double log2c;
     int32_t *counts; /* 4 * (bins + 1): four sub-histograms and their spare slots */
     int32_t *idx;    /* C */
+    int64_t first, last; /* the bins the data's bounds span, when few (narrow_entropy) */
+    int narrow;
 } entropy_ctx;
 
-static int entropy_init(entropy_ctx *e, int64_t C, const float *edges, int64_t bins, const double *nlog2n)
+static int64_t exact_bin(const entropy_ctx *e, float v);
+
+static int entropy_init(entropy_ctx *e, int64_t C, const float *edges, int64_t bins, const double *nlog2n,
+                        const float *bounds)
 {
     e->counts = calloc(4 * (size_t)(bins + 1), sizeof(int32_t));
     e->idx = malloc((size_t)(C > 0 ? C : 1) * sizeof(int32_t));
@@ -64,7 +70,28 @@ static int entropy_init(entropy_ctx *e, int64_t C, const float *edges, int64_t b
     const double mag = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
     const double tol = 8.0 * (double)bins * 1.1920929e-07 * (1.0 + 2.0 * mag / (hi - lo));
     e->tol = tol < 0.25 ? (float)tol : 2.0f; /* 2: every value takes the exact path */
+    /* Bounds (least and greatest value of the data, a hint) that span few bins: narrow_entropy
+     * counts by comparisons, one pass over the channels per edge, where row_entropy costs about
+     * C + bins per token whatever the span (break-even measured at ~28 bins for C = 192, bins = 100). */
+    e->narrow = 0;
+    if (bounds != NULL && bounds[0] <= bounds[1] && bounds[1] >= e->lo && bounds[0] <= e->hi) {
+        e->first = bounds[0] < e->lo ? 0 : exact_bin(e, bounds[0]);
+        e->last = bounds[1] > e->hi ? bins - 1 : exact_bin(e, bounds[1]);
+        e->narrow = (e->last - e->first + 2) * C <= 16 * (C + bins);
+    }
     return 0;
+}
+
+/* The bin np.histogram gives v, for lo <= v <= hi: a guess corrected against the float32 edges. */
+static int64_t exact_bin(const entropy_ctx *e, float v)
+{
+    const float g = (v - e->lo) * e->scale; /* >= 0 */
+    int64_t i = g < e->top ? (int64_t)g : e->bins - 1;
+    while (i > 0 && v < e->edges[i])
+        i--;
+    while (i < e->bins - 1 && v >= e->edges[i + 1])
+        i++;
+    return i;
 }
 
 static void entropy_free(entropy_ctx *e)
@@ -149,6 +176,7 @@ DISTDYN_INLINE double row_entropy(entropy_ctx *e, const float *row)
  */
 #define LANES 8
 typedef float v8f __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t v8i __attribute__((vector_size(LANES * sizeof(int32_t))));
 
 typedef struct {
     int64_t R, Ns;  /* radix; product of the radices of the passes before */
@@ -328,24 +356,107 @@ DISTDYN_INLINE void transpose_rows(const float *const *rows, int64_t C, v8f *res
             out[c][l] = rows[l][c];
 }
 
-/* Images [i0, i1) of x [images, N, C] (float32): per token the entropy (row_entropy) and sum |x|
+/* #(row[c] < t), or #(row[c] <= t) with `or_equal` (NaN in neither). */
+static int32_t count_below(const float *row, int64_t C, float t, int or_equal)
+{
+    int32_t n = 0;
+    for (int64_t c = 0; c < C; c++)
+        n += or_equal ? row[c] <= t : row[c] < t;
+    return n;
+}
+
+/* #(v < t) (#(v <= t) with `or_equal`) for each token of a block: lanes of re (tokens 0..7), im (8..15). */
+DISTDYN_INLINE void count_block(const v8f *restrict re, const v8f *restrict im, int64_t C, float t, int or_equal,
+                                v8i *n_re, v8i *n_im)
+{
+    const v8f tv = (v8f){0} + t;
+    v8i a = {0}, b = {0};
+    if (or_equal)
+        for (int64_t c = 0; c < C; c++) {
+            a -= re[c] <= tv; /* true is -1 */
+            b -= im[c] <= tv;
+        }
+    else
+        for (int64_t c = 0; c < C; c++) {
+            a -= re[c] < tv;
+            b -= im[c] < tv;
+        }
+    *n_re = a, *n_im = b;
+}
+
+/* The entropies of a block's `count` tokens (rows[l], and transposed in re, im) when the data's
+ * bounds span few bins (entropy_init), as on a range widened by another layer's outliers: counted
+ * by comparisons with those bins' edges, 16 tokens at once, no scatter: bin b holds
+ * #(v < edges[b+1]) - #(v < edges[b]), the last bin #(v <= hi) - #(v < edges[bins-1]). The same
+ * counts as row_entropy, so the same entropy up to the order of the final sum; a token with values in
+ * [lo, hi] outside those bins (wrong bounds) goes to row_entropy. */
+DISTDYN_INLINE void narrow_entropy(entropy_ctx *e, const v8f *re, const v8f *im, const float *const *rows,
+                                   int64_t count, double *out)
+{
+    const int64_t C = e->C, bins = e->bins, first = e->first, last = e->last;
+    const double *nlog2n = e->nlog2n;
+    double s[2 * LANES] = {0.0};
+    v8i start_re, start_im, prev_re, prev_im;
+    count_block(re, im, C, e->edges[first], 0, &start_re, &start_im);
+    prev_re = start_re, prev_im = start_im;
+    for (int64_t b = first; b <= last; b++) {
+        v8i n_re, n_im;
+        count_block(re, im, C, e->edges[b + 1], b == bins - 1, &n_re, &n_im);
+        for (int64_t l = 0; l < count; l++)
+            s[l] += nlog2n[l < LANES ? n_re[l] - prev_re[l] : n_im[l - LANES] - prev_im[l - LANES]];
+        prev_re = n_re, prev_im = n_im;
+    }
+    for (int64_t l = 0; l < count; l++) {
+        const int32_t start = l < LANES ? start_re[l] : start_im[l - LANES];
+        const int32_t inside = (l < LANES ? prev_re[l] : prev_im[l - LANES]) - start;
+        if (inside != C) { /* values below or above those bins must be outside [lo, hi] */
+            const int32_t under = first == 0 ? start : count_below(rows[l], C, e->edges[0], 0);
+            const int32_t upto = last == bins - 1 ? inside + start : count_below(rows[l], C, e->edges[bins], 1);
+            if (upto - under != inside) {
+                out[l] = row_entropy(e, rows[l]);
+                continue;
+            }
+        }
+        out[l] = (double)inside / (double)C * e->log2c - s[l] / (double)C;
+    }
+}
+
+/* Each token's entropy on the range of `e`. */
+DISTDYN_INLINE void block_entropy(entropy_ctx *e, const v8f *re, const v8f *im, const float *const *rows,
+                                  int64_t count, double *out)
+{
+    if (e->narrow)
+        narrow_entropy(e, re, im, rows, count, out);
+    else
+        for (int64_t l = 0; l < count; l++)
+            out[l] = row_entropy(e, rows[l]);
+}
+
+/* Images [i0, i1) of x [images, N, C] (float32): per token the entropy (block_entropy) and sum |x|
  * (in channel order), and per image the sum over its N positions of |FFT over channels| in
- * bins 0..C/2 -> out_spec [images, C/2 + 1] (float64, not divided by C).
+ * bins 0..C/2 -> out_spec [images, C/2 + 1] (float64, not divided by C) and the sum over its
+ * positions of |x| per channel -> out_chan [images, C]. With `edges2` (else NULL) also each token's
+ * entropy on that second histogram range -> out_entropy2 (same bins). `bounds` (or NULL): the least
+ * and greatest value of x, a hint that only chooses how the entropies are counted.
  */
 DISTDYN_CLONES
 int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t C, const float *edges,
-                      int64_t bins, const double *nlog2n, double *out_entropy, double *out_abs_sum, double *out_spec)
+                      int64_t bins, const double *nlog2n, double *out_entropy, double *out_abs_sum, double *out_spec,
+                      const float *edges2, double *out_entropy2, double *out_chan, const float *bounds)
 {
     if (C < 1 || bins < 1)
         return -2;
     const int64_t K = C / 2 + 1, block = 2 * LANES;
-    entropy_ctx e;
+    entropy_ctx e, e2;
+    e2.counts = NULL, e2.idx = NULL;
     fft_plan pl;
     pl.passes = 0;
     v8f *buf = NULL;
-    double *acc = NULL;
+    double *acc = NULL, *chan = NULL;
     int status = -1;
-    if (entropy_init(&e, C, edges, bins, nlog2n) != 0 || plan_init(&pl, C) != 0)
+    if (entropy_init(&e, C, edges, bins, nlog2n, bounds) != 0 || plan_init(&pl, C) != 0)
+        goto done;
+    if (edges2 != NULL && entropy_init(&e2, C, edges2, bins, nlog2n, bounds) != 0)
         goto done;
     /* four [C] buffers (ping-pong, real and imaginary), the radix scratch, two [K] for |A|^2, |B|^2,
      * a row of C zeros */
@@ -354,7 +465,8 @@ int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t
         goto done;
     }
     acc = malloc((size_t)K * LANES * sizeof(double));
-    if (acc == NULL)
+    chan = malloc((size_t)C * sizeof(double));
+    if (acc == NULL || chan == NULL)
         goto done;
     v8f *re = buf, *im = buf + C, *re2 = buf + 2 * C, *im2 = buf + 3 * C, *vr = buf + 4 * C, *vi = vr + pl.max_r;
     v8f *pa = vi + pl.max_r, *pb = pa + K;
@@ -362,6 +474,7 @@ int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t
     memset(zeros, 0, (size_t)C * sizeof(float));
     for (int64_t img = i0; img < i1; img++) {
         memset(acc, 0, (size_t)K * LANES * sizeof(double));
+        memset(chan, 0, (size_t)C * sizeof(double));
         for (int64_t n0 = 0; n0 < N; n0 += block) {
             const int64_t t0 = img * N + n0, count = N - n0 < block ? N - n0 : block;
             /* the next block's rows are contiguous: ask for them now, they arrive while this one is worked on */
@@ -376,8 +489,9 @@ int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t
                 rows[l] = l < count ? x + (t0 + l) * C : zeros;
             transpose_rows(rows, C, re);
             transpose_rows(rows + LANES, C, im);
-            for (int64_t l = 0; l < count; l++)
-                out_entropy[t0 + l] = row_entropy(&e, x + (t0 + l) * C);
+            block_entropy(&e, re, im, rows, count, out_entropy + t0);
+            if (edges2 != NULL)
+                block_entropy(&e2, re, im, rows, count, out_entropy2 + t0);
             /* sum |x| of each token, in channel order: one lane per token, so it vectorises */
             double abs_sum[2 * LANES] = {0.0};
             const float *fr = (const float *)re, *fi = (const float *)im;
@@ -388,6 +502,12 @@ int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t
                 }
             for (int64_t l = 0; l < count; l++)
                 out_abs_sum[t0 + l] = abs_sum[l];
+            for (int64_t l = 0; l < count; l++) { /* sum |x| per channel: along the rows, so it vectorises */
+                const float *restrict r = x + (t0 + l) * C;
+                double *restrict ch = chan;
+                for (int64_t c = 0; c < C; c++)
+                    ch[c] += fabs((double)r[c]);
+            }
             v8f *zr = re, *zi = im, *wr = re2, *wi = im2;
             for (int64_t p = 0; p < pl.passes; p++) {
                 fft_pass_run(&pl.pass[p], C, zr, zi, wr, wi, vr, vi);
@@ -408,12 +528,15 @@ int token_metrics_f32(const float *x, int64_t i0, int64_t i1, int64_t N, int64_t
             const double *a = acc + k * LANES;
             out_spec[img * K + k] = 0.5 * (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
         }
+        memcpy(out_chan + img * C, chan, (size_t)C * sizeof(double));
     }
     status = 0;
 done:
     entropy_free(&e);
+    entropy_free(&e2);
     plan_free(&pl);
     free(buf);
     free(acc);
+    free(chan);
     return status;
 }

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--probe-file", required=True)
     pd_.add_argument("--dump", default="{}", help="dump config (JSON): dtype, compression, chunk_images")
     pd_.add_argument("--model-names", nargs="+", required=True, help="model identifier per checkpoint")
-    pd_.add_argument("--role", required=True, choices=["teacher", "student"])
+    pd_.add_argument("--role", required=True, choices=["teacher", "student", "model"])
     pd_.add_argument("--setting", default="teacher")
     pd_.add_argument("--seed", type=int, default=0)
     pd_.add_argument("--threads", type=int, default=1)

@@ -51,6 +51,12 @@ Rules (applied the same way to every claim):
   lies below the intervals of both the first and the last layer; "does not
   hold" if the minimum is at the first or last layer (no interior dip);
   otherwise (intervals overlap, or no intervals were computed) "inconclusive".
+  Beside it, as evidence only: the same rule on the entropy with the
+  file-wide and with the per-layer histogram range (entropy_global,
+  entropy_per_layer), and the outlier channels (outlier_ratio,
+  outlier_channels) at the first, minimum and last layers and where the ratio
+  is largest, so that a U made by a few huge channels widening the shared
+  bins (paper.md 2.3, quirk 2) shows.
 * C10: for each run the mean test top-1 over its first `early_fraction` (25 %)
   of epochs (epochs 1..ceil(0.25 E)); the early difference (feature-aligned
   minus logit) must be positive and the final top-1 difference negative, each
@@ -409,9 +415,9 @@ def entropy_profiles(layers: pd.DataFrame, setting: str, checkpoint: str = "fina
     return out
 
 
-def teacher_entropy(layers: pd.DataFrame) -> pd.DataFrame:
-    """The teacher's final entropy profile: layer, value, ci_low, ci_high (sorted by layer)."""
-    rows = layers[(layers["role"] == "teacher") & (layers["metric"] == "entropy")]
+def teacher_entropy(layers: pd.DataFrame, metric: str = "entropy") -> pd.DataFrame:
+    """The teacher's final profile of `metric` (default the entropy): layer, value, ci_low, ci_high (sorted by layer)."""
+    rows = layers[(layers["role"] == "teacher") & (layers["metric"] == metric)]
     if len(rows) == 0:
         return rows
     final = rows[(rows["model"].astype(str) == "teacher") | _is_final(rows["model"])]
@@ -522,6 +528,78 @@ def _reason(verdict: str, qual: str, rule: str, tol: Tolerances) -> str:
 # ---------------------------------------------------------------- the claims
 
 
+def _has_ci(t: pd.DataFrame) -> bool:
+    return {"ci_low", "ci_high"} <= set(t.columns) and not t[["ci_low", "ci_high"]].isna().any().any()
+
+
+def u_shape(t: pd.DataFrame) -> tuple[str, str, str]:
+    """C1's rule on one teacher profile (>= 3 layers): (verdict, qualifier, reason)."""
+    v, layer = t["value"].to_numpy(float), t["layer"].to_numpy()
+    i = int(np.argmin(v))
+    if i in (0, len(v) - 1):
+        end = "first" if i == 0 else "last"
+        return NOT_HOLD, "", f"the minimum is at the {end} layer (L{layer[i]}), so there is no interior dip"
+    if not _has_ci(t):
+        return (INCONCLUSIVE, "no intervals", f"the minimum is interior (L{layer[i]}) but no bootstrap intervals were "
+                "computed (metrics.bootstrap = 0), so it cannot be told from noise")
+    below_first = t.ci_high.iloc[i] < t.ci_low.iloc[0]
+    below_last = t.ci_high.iloc[i] < t.ci_low.iloc[-1]
+    if below_first and below_last:
+        return (HOLDS, "", f"the minimum is interior (L{layer[i]}) and its interval lies below the intervals of both "
+                "the first and the last layer")
+    ends = [e for e, ok in (("first", below_first), ("last", below_last)) if not ok]
+    return (INCONCLUSIVE, "overlapping intervals", f"overlapping intervals: the minimum is interior (L{layer[i]}) but "
+            f"its interval overlaps the {' and '.join(ends)} layer's")
+
+
+ENTROPY_RANGES = {"entropy_global": "the file-wide histogram range, as the authors' code",
+                  "entropy_per_layer": "each layer's own histogram range"}
+
+
+def _range_and_outliers(ctx: _Ctx, t: pd.DataFrame) -> tuple[list[str], list[dict]]:
+    """Evidence beside C1's verdict: the same rule on both histogram ranges, and the outlier channels
+    (paper.md 2.3, quirk 2) at the first, minimum and last layers and where they are largest."""
+    lines, comps, verdicts = [], [], {}
+    for metric, label in ENTROPY_RANGES.items():
+        r = teacher_entropy(ctx.layers, metric)
+        if len(r) < 3:
+            continue
+        v = r["value"].to_numpy(float)
+        j = int(np.argmin(v))
+        same = len(r) == len(t) and np.allclose(v, t["value"].to_numpy(float), rtol=0, atol=0)
+        verdict, qual, _ = u_shape(r)
+        verdicts[metric] = verdict
+        lines.append(f"- {metric} ({label}{'; the entropy above' if same else ''}): first "
+                     f"{fmt(v[0], 3)}, minimum L{r.layer.iloc[j]} {fmt(v[j], 3)}, last {fmt(v[-1], 3)} bits; "
+                     f"U-shape by the same rule: {_verdict_text(verdict, qual)}")
+        comps.append({"quantity": metric, "layer_min": int(r.layer.iloc[j]), "min": float(v[j]), "first": float(v[0]),
+                      "last": float(v[-1]), "verdict": verdict, "qualifier": qual})
+    ratio = teacher_entropy(ctx.layers, "outlier_ratio").set_index("layer")["value"]
+    count = teacher_entropy(ctx.layers, "outlier_channels").set_index("layer")["value"]
+    if ratio.notna().any():
+        layer = t["layer"].to_numpy()
+        i = int(np.argmin(t["value"].to_numpy(float)))
+        top = int(ratio.idxmax())
+        marks = {}
+        for lay, what in ((layer[0], "first"), (layer[i], "minimum"), (layer[-1], "last"), (top, "largest")):
+            marks.setdefault(int(lay), []).append(what)
+
+        def show(lay):
+            n = count.get(lay, np.nan)
+            return (f"L{lay} ({', '.join(marks[lay])}) {fmt(ratio.get(lay, np.nan))}"
+                    + (f" ({int(n)} channel{'s' if n != 1 else ''})" if np.isfinite(n) else ""))
+
+        lines.append("- outlier channels (largest channel's mean |x| over the median channel's; channels above "
+                     "metrics.outlier_multiple times the median): " + ", ".join(show(lay) for lay in sorted(marks)))
+        comps += [{"quantity": "outlier_ratio", "layer": lay, "value": float(ratio.get(lay, np.nan)),
+                   "outlier_channels": float(count.get(lay, np.nan))} for lay in sorted(marks)]
+    if len(verdicts) == 2 and len(set(verdicts.values())) > 1:
+        lines.append(f"- the U-shape depends on the histogram range ({verdicts['entropy_global']} with the file-wide "
+                     f"range, {verdicts['entropy_per_layer']} with each layer's own): with the shared range, large "
+                     "channels in the layers that set it widen every layer's bins (paper.md 2.3, quirk 2)")
+    return lines, comps
+
+
 def claim_c1(ctx: _Ctx) -> dict:
     t = teacher_entropy(ctx.layers)
     if len(t) == 0:
@@ -531,7 +609,7 @@ def claim_c1(ctx: _Ctx) -> dict:
     v = t["value"].to_numpy(float)
     i = int(np.argmin(v))
     layer = t["layer"].to_numpy()
-    has_ci = {"ci_low", "ci_high"} <= set(t.columns) and not t[["ci_low", "ci_high"]].isna().any().any()
+    has_ci = _has_ci(t)
 
     def show(j):
         ci = f" [{fmt(t.ci_low.iloc[j], 3)}, {fmt(t.ci_high.iloc[j], 3)}]" if has_ci else ""
@@ -546,25 +624,11 @@ def claim_c1(ctx: _Ctx) -> dict:
              + (" (bootstrap intervals over probe images)" if has_ci else " (no bootstrap intervals)"),
              f"- U depth (lower end minus minimum): {fmt(min(v[0], v[-1]) - v[i], 3)} bits; profile {shape}"]
     comps = [{"layer_min": int(layer[i]), "min": float(v[i]), "first": float(v[0]), "last": float(v[-1])}]
-    if i in (0, len(v) - 1):
-        end = "first" if i == 0 else "last"
-        return _record("C1", "\n".join(lines), NOT_HOLD, "",
-                       f"the minimum is at the {end} layer (L{layer[i]}), so there is no interior dip", comps,
-                       ["teacher"])
-    if not has_ci:
-        return _record("C1", "\n".join(lines), INCONCLUSIVE, "no intervals",
-                       f"the minimum is interior (L{layer[i]}) but no bootstrap intervals were computed "
-                       "(metrics.bootstrap = 0), so it cannot be told from noise", comps, ["teacher"])
-    below_first = t.ci_high.iloc[i] < t.ci_low.iloc[0]
-    below_last = t.ci_high.iloc[i] < t.ci_low.iloc[-1]
-    if below_first and below_last:
-        return _record("C1", "\n".join(lines), HOLDS, "",
-                       f"the minimum is interior (L{layer[i]}) and its interval lies below the intervals of both "
-                       "the first and the last layer", comps, ["teacher"])
-    ends = [e for e, ok in (("first", below_first), ("last", below_last)) if not ok]
-    return _record("C1", "\n".join(lines), INCONCLUSIVE, "overlapping intervals",
-                   f"overlapping intervals: the minimum is interior (L{layer[i]}) but its interval overlaps the "
-                   f"{' and '.join(ends)} layer's", comps, ["teacher"])
+    extra, extra_comps = _range_and_outliers(ctx, t)
+    verdict, qual, reason = u_shape(t)
+    if extra:
+        reason += "; the histogram-range and outlier lines are context, not part of the verdict"
+    return _record("C1", "\n".join(lines + extra), verdict, qual, reason, comps + extra_comps, ["teacher"])
 
 
 def claim_c5(ctx: _Ctx) -> dict:

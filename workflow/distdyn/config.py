@@ -6,13 +6,13 @@ The Snakefile validates with Snakemake's own `validate` and then calls
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import re
 from pathlib import Path
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from .schema import read_schema
+
 FIRST_LAST = {"first": ("first",), "last": ("last",), "first_last": ("first", "last")}
 
 
@@ -24,14 +24,51 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def read_schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_SCALARS = {"integer": lambda v: int(v) if re.fullmatch(r"[-+]?\d+", v) else None,
+            "number": lambda v: float(v) if _NUMBER.match(v) else None,
+            "boolean": lambda v: {"true": True, "false": False}.get(v.lower()),
+            "null": lambda v: ... if v.lower() in ("null", "none", "~") else None}
+
+
+def coerce_scalars(value, schema: dict, root: dict | None = None):
+    """`value` with numbers, booleans and nulls written as strings turned into what the schema expects.
+
+    PyYAML reads `1e-3` as a string, and Snakemake's `--config key=[0, 1]` gives strings throughout;
+    a string is converted only where the schema does not accept a string at that place.
+    """
+    import jsonschema
+
+    root = root or schema
+    if "$ref" in schema:
+        node = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    for branch in schema.get("oneOf", schema.get("anyOf", [])):
+        candidate = coerce_scalars(value, branch, root)
+        if jsonschema.Draft202012Validator(branch).is_valid(candidate):
+            return candidate
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_scalars(v, props[k], root) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce_scalars(v, schema["items"], root) for v in value]
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and "string" not in types:
+        for t in ("integer", "number", "boolean", "null"):
+            if t in types and (out := _SCALARS[t](value.strip())) is not None:
+                return None if out is ... else out
+    return value
 
 
 def validate_schema(cfg: dict) -> dict:
-    """Validate against the JSON Schema and fill in every default, in place."""
+    """Coerce scalars written as strings, validate against the JSON Schema and fill in every default, in place."""
     import jsonschema
+
+    schema = read_schema()
+    cfg.update(coerce_scalars(cfg, schema))
 
     base = jsonschema.Draft202012Validator
 
@@ -43,7 +80,7 @@ def validate_schema(cfg: dict) -> dict:
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
     validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
-    errors = sorted(validator_cls(read_schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator_cls(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         key = ".".join(str(p) for p in e.absolute_path) or "<root>"
@@ -89,13 +126,17 @@ def resolved_setting(cfg: dict, setting: dict, depths: tuple[int, int]) -> dict:
     return out
 
 
-def config_hash(obj) -> str:
-    """Short stable hash of any JSON-serialisable object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def setting_names(cfg: dict) -> list[str]:
     return [s["name"] for s in cfg["settings"]]
+
+
+PRETRAINED_TEACHER = "results/models/teacher/weights.pt"
+
+
+def teacher_start(cfg: dict) -> str | None:
+    """The weights the teacher starts from: teacher.checkpoint, the fetched pretrained weights, or None."""
+    t = cfg["teacher"]
+    return t["checkpoint"] or (PRETRAINED_TEACHER if t["pretrained"] is not False else None)
 
 
 def get_setting(cfg: dict, name: str) -> dict:
@@ -109,31 +150,48 @@ def get_setting(cfg: dict, name: str) -> dict:
 
 
 def _model_shapes(cfg: dict, info) -> dict[str, tuple[int, int]]:
+    return {role: _build_shape(role, cfg[role], info) for role in ("teacher", "student")}
+
+
+def _build_shape(key: str, model_cfg: dict, info) -> tuple[int, int]:
     from .models import describe_model
 
-    shapes = {}
-    for role in ("teacher", "student"):
-        try:
-            shapes[role] = describe_model(cfg[role], info.num_classes, info.in_chans)
-        except Exception as e:  # noqa: BLE001 - timm raises many types for bad kwargs
-            raise ConfigError(f"{role}.model", f"cannot build {cfg[role]['model']!r} with overrides "
-                                               f"{cfg[role]['overrides']}: {e}") from e
-    return shapes
+    try:
+        return describe_model(model_cfg, info.num_classes, info.in_chans)
+    except Exception as e:  # noqa: BLE001 - timm raises many types for bad kwargs
+        raise ConfigError(f"{key}.model", f"cannot build {model_cfg['model']!r} with overrides "
+                                          f"{model_cfg['overrides']}: {e}") from e
 
 
 def check_config(cfg: dict) -> dict:
     """Checks the schema cannot express; each raises one ConfigError naming the key."""
     from .data import DataError, describe
+    from .models import is_weights_file
 
-    names = setting_names(cfg)
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"settings[{i}].name", f"two settings are named {name!r}")
-    if cfg["teacher"]["checkpoint"] and not Path(cfg["teacher"]["checkpoint"]).is_file():
-        raise ConfigError("teacher.checkpoint", f"file {cfg['teacher']['checkpoint']} does not exist")
-    if not cfg["teacher"]["checkpoint"] and cfg["teacher"]["train"]["epochs"] < 1:
-        raise ConfigError("teacher.train.epochs", "must be at least 1 when no teacher.checkpoint is given")
-    if cfg["student"]["train"]["epochs"] < 1:
+    if not cfg["settings"] and not cfg["extra_models"]:
+        raise ConfigError("settings", "nothing to run: give distillation settings, or extra_models to analyse")
+    seen = {"teacher": "the teacher"}
+    for key, name in [(f"settings[{i}].name", s["name"]) for i, s in enumerate(cfg["settings"])] + \
+                     [(f"extra_models[{i}].name", m["name"]) for i, m in enumerate(cfg["extra_models"])]:
+        if name in seen and key.startswith("settings") and seen[name].startswith("settings"):
+            raise ConfigError(key, f"two settings are named {name!r}")
+        if name in seen:
+            raise ConfigError(key, f"{name!r} is already the name of {seen[name]}: names of settings and extra "
+                                   f"models share the tables, so they must be unique ('teacher' is reserved)")
+        seen[name] = key.removesuffix(".name")
+    for key, entry in [("teacher", cfg["teacher"])] * bool(cfg["settings"]) + \
+                      [(f"extra_models[{i}]", m) for i, m in enumerate(cfg["extra_models"])]:
+        if entry["checkpoint"] and entry["pretrained"] is not False:
+            raise ConfigError(f"{key}.pretrained", f"give either {key}.checkpoint or {key}.pretrained, not both")
+        if entry["checkpoint"] and not Path(entry["checkpoint"]).is_file():
+            raise ConfigError(f"{key}.checkpoint", f"file {entry['checkpoint']} does not exist")
+        if is_weights_file(entry["pretrained"]) and not Path(entry["pretrained"]).is_file():
+            raise ConfigError(f"{key}.pretrained", f"file {entry['pretrained']} does not exist")
+        if key != "teacher" and not entry["checkpoint"] and entry["pretrained"] is False:
+            raise ConfigError(f"{key}.checkpoint", "an extra model needs its weights: a checkpoint or pretrained")
+    if cfg["settings"] and not teacher_start(cfg) and cfg["teacher"]["train"]["epochs"] < 1:
+        raise ConfigError("teacher.train.epochs", "must be at least 1 when no teacher.checkpoint or teacher.pretrained is given")
+    if cfg["settings"] and cfg["student"]["train"]["epochs"] < 1:
         raise ConfigError("student.train.epochs", "must be at least 1")
     try:
         info = describe(cfg["data"])
@@ -142,6 +200,10 @@ def check_config(cfg: dict) -> dict:
     if cfg["probe"]["size"] > info.val_size:
         raise ConfigError("probe.size", f"{cfg['probe']['size']} probe images requested, "
                                         f"the validation split has {info.val_size}")
+    for i, m in enumerate(cfg["extra_models"]):
+        _build_shape(f"extra_models[{i}]", m, info)
+    if not cfg["settings"]:
+        return cfg
     shapes = _model_shapes(cfg, info)
     (t_depth, t_width), (s_depth, s_width) = shapes["teacher"], shapes["student"]
     for i, s in enumerate(cfg["settings"]):
@@ -179,7 +241,7 @@ def teacher_spec(cfg: dict) -> dict:
     t = cfg["teacher"]
     return {"role": "teacher", "name": "teacher", "seed": t["seed"], "data": cfg["data"],
             "model": {"model": t["model"], "overrides": t["overrides"]}, "train": t["train"],
-            "checkpoint": t["checkpoint"], "label_smoothing": cfg["distill"]["label_smoothing"],
+            "checkpoint": teacher_start(cfg), "label_smoothing": cfg["distill"]["label_smoothing"],
             "checkpoint_epochs": checkpoint_epochs(t["train"])}
 
 

@@ -246,6 +246,37 @@ def image_folder(cfg: dict, train: bool, img_size: int):
     return ImageFolder(str(root), transform=tf)
 
 
+class SeededAugment(torch.utils.data.Dataset):
+    """A dataset whose random transforms draw from (epoch seed, index) alone.
+
+    Each image gets the same crop, RandAugment ops and erasing whatever the number of DDP
+    processes or loader workers that read it, and the model's own RNG (dropout) is left untouched.
+    """
+
+    def __init__(self, base):
+        self.base, self.epoch_seed = base, 0
+        self.classes, self.targets = base.classes, base.targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        import random
+
+        # timm's transforms draw from all three: random (crops, ops), numpy (RandAugment's choice), torch (erasing).
+        seed = int(np.random.SeedSequence([self.epoch_seed, int(i)]).generate_state(1, np.uint64)[0])
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.base[i]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
 def describe(cfg: dict) -> DataInfo:
     """Sizes, classes and channels of the configured data, for config checks and model shapes."""
     if cfg["source"] == "imagefolder":

@@ -20,11 +20,13 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-SOURCE = Path(__file__).with_name("_kernels.c")
+FINGERPRINT_FILES = ("_kernels.c",)  # non-Python files this module loads: part of its code fingerprint
+SOURCE = Path(__file__).with_name(FINGERPRINT_FILES[0])
 FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]  # IEEE results kept; lets loops vectorise
 
 
@@ -69,7 +71,7 @@ def load() -> ctypes.CDLL | None:
         warnings.warn(f"distdyn: C kernels unavailable ({e}); metrics use the slower torch path", stacklevel=2)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.token_metrics_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr]
+    lib.token_metrics_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
     return lib
 
 
@@ -96,25 +98,48 @@ def _parallel(fn, n: int) -> None:
         raise MemoryError("distdyn kernel could not allocate its buffers")
 
 
-def token_metrics(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class TokenMetrics(NamedTuple):
+    spectrum: np.ndarray  # [images, C//2 + 1]: sum over positions of |FFT over channels| (not divided by C)
+    entropy: np.ndarray  # [images, N]: each token's histogram entropy on `edges`
+    abs_sum: np.ndarray  # [images, N]: each token's sum |x|
+    entropy2: np.ndarray | None  # [images, N]: the entropy on `edges2`, None without them
+    channel_abs: np.ndarray  # [images, C]: sum over positions of |x|, per channel
+
+
+def token_metrics(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray,
+                  edges2: np.ndarray | None = None, bounds: tuple[float, float] | None = None) -> TokenMetrics:
     """One pass over a float32 [images, N, C] array: the sum over positions of |FFT over channels|
-    in bins 0..C//2 [images, C//2 + 1] (not divided by C), each token's histogram entropy and
-    sum |x| [images, N]."""
+    in bins 0..C//2, each token's histogram entropy (on `edges`, and on `edges2` if given, with as
+    many bins) and sum |x|, and each image's sum over positions of |x| per channel.
+
+    `bounds` (lo, hi): the least and greatest value in x, e.g. the layer's recorded range. Only a
+    hint: where it spans few bins of a histogram (a range much wider than this layer's values), the
+    kernel counts that histogram by comparisons instead of scattering; the numbers do not change,
+    and a token with values outside the bounds is counted the usual way."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     edges = np.ascontiguousarray(edges, dtype=np.float32)
     nlog2n = np.ascontiguousarray(nlog2n, dtype=np.float64)
     images, N, C = x.shape
     spec, h, a = np.empty((images, C // 2 + 1)), np.empty((images, N)), np.empty((images, N))
-    args = (N, C, edges.ctypes.data, len(edges) - 1, nlog2n.ctypes.data, h.ctypes.data, a.ctypes.data, spec.ctypes.data)
+    chan = np.empty((images, C))
+    h2, e2 = None, None
+    if edges2 is not None:
+        e2 = np.ascontiguousarray(edges2, dtype=np.float32)
+        if len(e2) != len(edges):
+            raise ValueError(f"edges2 has {len(e2) - 1} bins, edges {len(edges) - 1}")
+        h2 = np.empty((images, N))
+    hint = None if bounds is None else np.asarray(bounds, dtype=np.float32)
+    args = (N, C, edges.ctypes.data, len(edges) - 1, nlog2n.ctypes.data, h.ctypes.data, a.ctypes.data, spec.ctypes.data,
+            None if e2 is None else e2.ctypes.data, None if h2 is None else h2.ctypes.data, chan.ctypes.data,
+            None if hint is None else hint.ctypes.data)
     _parallel(lambda i0, i1: lib.token_metrics_f32(x.ctypes.data, i0, i1, *args), images)
-    return spec, h, a
+    return TokenMetrics(spec, h, a, h2, chan)
 
 
 def token_entropy(lib: ctypes.CDLL, x: np.ndarray, edges: np.ndarray, nlog2n: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per-token histogram entropy and sum |x| of a float32 [tokens, C] array (token_metrics on one image)."""
-    _, h, a = token_metrics(lib, np.asarray(x)[None], edges, nlog2n)
+    _, h, a, _, _ = token_metrics(lib, np.asarray(x)[None], edges, nlog2n)
     return h[0], a[0]
 
 

@@ -1,6 +1,7 @@
 """Per-layer metrics of activation dumps (paper.md section 2), streamed in chunks.
 
     python -m distdyn.metrics DUMP.h5 [DUMP.h5 ...] --out DIR [--entropy-range global|per_layer]
+                              [--outlier-multiple K]
     python -m distdyn.metrics gather --layers A.csv ... --spectra A.csv ... --out DIR
     python -m distdyn.metrics accuracy LOG.jsonl ... --out DIR
 
@@ -9,14 +10,21 @@ Definitions (the authors' code is the reference):
   spectrum S(k)        the same mean |.| per bin, for k < C/2
   entropy              per token, a `bins`-bin histogram of its C values over the min/max of the whole
                        file (all layers), p = counts / C, -sum p log2 p; mean over images and positions
+                       (with entropy_range per_layer: over the layer's own min/max)
+  entropy_global       the entropy on the whole file's min/max, whatever entropy_range says
+  entropy_per_layer    the entropy on the layer's own min/max, whatever entropy_range says
   activation_magnitude mean |block output|
   gradient_magnitude   mean |d logit_target / d block output| (from the dump)
+  outlier_ratio        m_c = mean |x| of channel c over images and positions; max_c m_c / median_c m_c
+  outlier_channels     the number of channels with m_c > K * median_c m_c (K: --outlier-multiple)
 
 A dump is read one layer and `chunk_images` images at a time, so memory stays
 bounded whatever the file size. The entropy range is the per-layer min/max the dump
 recorded when written (older dumps: a first streaming pass). Binning reproduces
 np.histogram exactly with float32 arithmetic plus an exact check of values near edges.
 The per-token work runs in one fused pass of distdyn.kernels (float32 FFT), or in torch.
+The outlier metrics' interval resamples images like the others: each resample's channel means
+are the weighted means of the per-image channel means.
 """
 from __future__ import annotations
 
@@ -35,8 +43,12 @@ import torch
 from . import kernels
 from .activations import ValueRange, dump_meta, open_dump, stored_value_range
 from .jobenv import granted_device
+from .schema import schema_default
 
-SCALAR_METRICS = ("frequency_intensity", "entropy", "activation_magnitude", "gradient_magnitude")
+SCALAR_METRICS = ("frequency_intensity", "entropy", "entropy_global", "entropy_per_layer", "activation_magnitude",
+                  "gradient_magnitude")  # means over images of per-image values
+OUTLIER_METRICS = ("outlier_ratio", "outlier_channels")  # from channel means over all images
+LAYER_METRICS = SCALAR_METRICS + OUTLIER_METRICS
 ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
 LAYER_COLUMNS = [*ID_COLUMNS, "layer", "metric", "value", "ci_low", "ci_high"]
 SPECTRA_COLUMNS = [*ID_COLUMNS, "layer", "freq", "intensity"]
@@ -48,6 +60,7 @@ class DumpMetrics:
     per_image: dict[str, np.ndarray]  # metric -> [L, B], each image's value (mean over its positions)
     spectra: np.ndarray  # [L, C // 2]
     channels: int
+    channel_abs: np.ndarray  # [L, B, C], each image's mean |x| per channel (over its positions)
 
     @property
     def num_layers(self) -> int:
@@ -150,18 +163,26 @@ def _chunks(n: int, size: int):
         yield start, min(start + size, n)
 
 
-def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None, edges2: torch.Tensor | None = None,
+                  bounds: tuple[float, float] | None = None):
     """One chunk [b, N, C]: |FFT| / C summed over positions [b, C//2 + 1] (float64), each image's
-    mean token entropy [b] and sum |x| [b]. `lib`: the C kernels (one fused pass), or None for
-    torch on the device of `edges`."""
+    mean token entropy [b] (and on `edges2` [b], else None), sum |x| [b] and sum |x| per channel
+    over positions [b, C]. `lib`: the C kernels (one fused pass; `bounds`, limits of the chunk's
+    values such as its layer's min/max, only speed up a histogram much wider than the values), or
+    None for torch on the device of `edges`."""
     b, N, C = x.shape
     if lib is None:
         xt = torch.from_numpy(x).to(edges.device)
         mag = half_spectrum(xt).sum(1, dtype=torch.float64).cpu()
         entropy = token_entropy(xt, edges).mean(1).cpu().numpy()
-        return mag, entropy, xt.abs().sum((1, 2), dtype=torch.float64).cpu().numpy()
-    spec, h, a = kernels.token_metrics(lib, x, edges.numpy(), _nlog2n(C).numpy())
-    return torch.from_numpy(spec) / C, h.mean(1), a.sum(1)
+        entropy2 = None if edges2 is None else token_entropy(xt, edges2).mean(1).cpu().numpy()
+        ax = xt.abs()
+        return (mag, entropy, ax.sum((1, 2), dtype=torch.float64).cpu().numpy(), entropy2,
+                ax.sum(1, dtype=torch.float64).cpu().numpy())
+    r = kernels.token_metrics(lib, x, edges.numpy(), _nlog2n(C).numpy(),
+                              None if edges2 is None else edges2.numpy(), bounds)
+    return (torch.from_numpy(r.spectrum) / C, r.entropy.mean(1), r.abs_sum.sum(1),
+            None if r.entropy2 is None else r.entropy2.mean(1), r.channel_abs)
 
 
 def read_chunk(blocks, layer: int, b0: int, b1: int, buf: np.ndarray) -> np.ndarray:
@@ -192,7 +213,9 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
     distdyn.kernels, else in torch (on `device`); all give the same numbers.
 
     The entropy range comes from the min/max the dump recorded when written; without
-    them (or with `stored_range=False`) a first streaming pass finds it.
+    them (or with `stored_range=False`) a first streaming pass finds it. Both entropies
+    (file-wide and per-layer range) are computed in the same pass; `entropy` is the one
+    `entropy_range` names.
     """
     if entropy_range not in ("global", "per_layer"):
         raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
@@ -203,44 +226,54 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
         buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         recorded = stored_value_range(f) if stored_range else None
         lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images, buf)
-        if entropy_range == "global":
-            lo, hi = np.full(L, lo.min()), np.full(L, hi.max())
+        glo, ghi = float(lo.min()), float(hi.max())
         device = torch.device(device)
         lib = kernels.load() if use_kernels and device.type == "cpu" else None
-        per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS}
+        per_image = {m: np.zeros((L, B)) for m in SCALAR_METRICS if m != "entropy"}
+        channel_abs = np.zeros((L, B, C))
         spectra = np.zeros((L, C // 2))
         weights = fold_weights(C)
         for layer in range(L):
-            edges = histogram_edges(float(lo[layer]), float(hi[layer]), bins).to(device)
+            llo, lhi = float(lo[layer]), float(hi[layer])
+            edges = histogram_edges(glo, ghi, bins).to(device)
+            same = (llo, lhi) == (glo, ghi)  # this layer holds both extremes: one histogram serves both
+            edges_layer = None if same else histogram_edges(llo, lhi, bins).to(device)
             spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
             for b0, b1 in _chunks(B, chunk_images):
                 x = read_chunk(blocks, layer, b0, b1, buf)
-                mag, entropy, abs_sum = chunk_metrics(x, edges, lib)
+                mag, entropy, abs_sum, entropy_layer, chan = chunk_metrics(x, edges, lib, edges_layer, (llo, lhi))
                 spec_sum += mag.sum(0)
                 per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
-                per_image["entropy"][layer, b0:b1] = entropy
+                per_image["entropy_global"][layer, b0:b1] = entropy
+                per_image["entropy_per_layer"][layer, b0:b1] = entropy if same else entropy_layer
                 per_image["activation_magnitude"][layer, b0:b1] = abs_sum / (N * C)
+                channel_abs[layer, b0:b1] = chan / N
             spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
         per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
+        per_image["entropy"] = per_image["entropy_global" if entropy_range == "global" else "entropy_per_layer"]
         meta = dump_meta(f)
-    return DumpMetrics(meta, per_image, spectra, C)
+    return DumpMetrics(meta, {m: per_image[m] for m in SCALAR_METRICS}, spectra, C, channel_abs)
 
 
 def compute_in_memory(blocks: np.ndarray, grad_magnitude: np.ndarray | None = None, *, entropy_range: str = "global",
-                      bins: int = 100) -> dict[str, np.ndarray]:
-    """The same per-layer means from a whole [L, B, N, C] array at once (reference for the engine and tests)."""
+                      bins: int = 100, outlier_multiple: float | None = None) -> dict[str, np.ndarray]:
+    """The same per-layer means from a whole [L, B, N, C] array at once (reference for the engine and tests);
+    also `channel_abs` [L, C] (mean |x| per channel) and, with `outlier_multiple`, the outlier metrics."""
     x = torch.from_numpy(np.asarray(blocks, dtype=np.float32))
-    if entropy_range == "global":
-        lo, hi = [x.min().item()] * len(x), [x.max().item()] * len(x)
-    else:
-        lo, hi = x.amin((1, 2, 3)).tolist(), x.amax((1, 2, 3)).tolist()
+    ranges = {"global": ([x.min().item()] * len(x), [x.max().item()] * len(x)),
+              "per_layer": (x.amin((1, 2, 3)).tolist(), x.amax((1, 2, 3)).tolist())}
     C = x.shape[-1]
     mag = half_spectrum(x).double()  # [L, B, N, C//2 + 1]
     out = {"frequency_intensity": (mag @ fold_weights(C)).mean((1, 2)).numpy() / C,
-           "entropy": np.array([token_entropy(x[i], histogram_edges(lo[i], hi[i], bins)).mean().item()
-                                for i in range(len(x))]),
            "activation_magnitude": x.double().abs().mean((1, 2, 3)).numpy(),
-           "spectra": mag.mean((1, 2))[:, : C // 2].numpy()}
+           "spectra": mag.mean((1, 2))[:, : C // 2].numpy(),
+           "channel_abs": x.double().abs().mean((1, 2)).numpy()}
+    for name, (lo, hi) in ranges.items():
+        out[f"entropy_{name}"] = np.array([token_entropy(x[i], histogram_edges(lo[i], hi[i], bins)).mean().item()
+                                           for i in range(len(x))])
+    out["entropy"] = out[f"entropy_{entropy_range}"]
+    if outlier_multiple is not None:
+        out["outlier_ratio"], out["outlier_channels"] = outlier_stats(out["channel_abs"], outlier_multiple)
     if grad_magnitude is not None:
         out["gradient_magnitude"] = np.asarray(grad_magnitude, dtype=np.float64).mean(1)
     return out
@@ -249,30 +282,75 @@ def compute_in_memory(blocks: np.ndarray, grad_magnitude: np.ndarray | None = No
 # ---------------------------------------------------------------- statistics
 
 
+def outlier_stats(channel_means: np.ndarray, multiple: float) -> tuple[np.ndarray, np.ndarray]:
+    """From mean |x| per channel [..., C]: the largest channel's over the median channel's, and the
+    number of channels above `multiple` times the median (float). NaN where the median is 0."""
+    m = np.asarray(channel_means, dtype=np.float64)
+    med = np.median(m, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(med > 0, m.max(axis=-1) / med, np.nan)
+    count = np.where(med > 0, (m > multiple * med[..., None]).sum(axis=-1), np.nan)
+    return ratio, count.astype(np.float64)
+
+
+def _resamples(images: int, resamples: int, seed: int) -> np.ndarray:
+    """The bootstrap's image indices [resamples, images]; every metric of a dump gets the same ones."""
+    return np.random.default_rng(seed).integers(0, images, size=(resamples, images))
+
+
+def _percentiles(stats: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = 100 * (1 - level) / 2
+    return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
+
+
 def bootstrap_ci(values: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over the last axis (images), for each row."""
     values = np.atleast_2d(values)
     if resamples <= 0:
         nan = np.full(values.shape[0], np.nan)
         return nan, nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
-    means = values[:, idx].mean(-1)  # [rows, resamples]
-    tail = 100 * (1 - level) / 2
-    return np.percentile(means, tail, axis=1), np.percentile(means, 100 - tail, axis=1)
+    idx = _resamples(values.shape[1], resamples, seed)
+    return _percentiles(values[:, idx].mean(-1), level)  # means: [rows, resamples]
+
+
+def bootstrap_outliers(channel_abs: np.ndarray, multiple: float, resamples: int, level: float = 0.95,
+                       seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Percentile bootstrap intervals of outlier_ratio and outlier_channels per layer from each
+    image's channel means [L, B, C], resampling images as `bootstrap_ci` does: a resample's channel
+    means are the count-weighted mean of its images' (one matrix product per layer)."""
+    L, B, C = channel_abs.shape
+    if resamples <= 0:
+        nan = np.full(L, np.nan)
+        return (nan, nan), (nan, nan)
+    idx = _resamples(B, resamples, seed)
+    weights = np.zeros((resamples, B))
+    np.add.at(weights, (np.arange(resamples)[:, None], idx), 1.0 / B)
+    ratio, count = np.empty((L, resamples)), np.empty((L, resamples))
+    for layer in range(L):
+        ratio[layer], count[layer] = outlier_stats(weights @ channel_abs[layer], multiple)
+    return _percentiles(ratio, level), _percentiles(count, level)
 
 
 # ---------------------------------------------------------------- tables
 
 
-def layer_rows(m: DumpMetrics, resamples: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Tidy rows (model, role, setting, seed, epoch, layer, metric, value, ci_low, ci_high), layer 1-based."""
+def layer_rows(m: DumpMetrics, resamples: int = 0, level: float = 0.95,
+               outlier_multiple: float | None = None) -> pd.DataFrame:
+    """Tidy rows (model, role, setting, seed, epoch, layer, metric, value, ci_low, ci_high), layer 1-based.
+    `outlier_multiple` None: the schema's default."""
+    multiple = schema_default("metrics.outlier_multiple") if outlier_multiple is None else float(outlier_multiple)
+    layer = np.arange(1, m.num_layers + 1)
     frames = []
     for metric in SCALAR_METRICS:
         values = m.per_image[metric]
         low, high = bootstrap_ci(values, resamples, level)
-        frames.append(pd.DataFrame({**m.meta, "layer": np.arange(1, len(values) + 1), "metric": metric,
+        frames.append(pd.DataFrame({**m.meta, "layer": layer, "metric": metric,
                                     "value": values.mean(1), "ci_low": low, "ci_high": high}))
+    stats = outlier_stats(m.channel_abs.mean(1), multiple)
+    for metric, value, (low, high) in zip(OUTLIER_METRICS, stats,
+                                          bootstrap_outliers(m.channel_abs, multiple, resamples, level)):
+        frames.append(pd.DataFrame({**m.meta, "layer": layer, "metric": metric, "value": value,
+                                    "ci_low": low, "ci_high": high}))
     return pd.concat(frames, ignore_index=True)[LAYER_COLUMNS]
 
 
@@ -310,12 +388,12 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int = 100, chunk_images: int = 256,
-                   bootstrap: int = 0, ci: float = 0.95, device: str | torch.device = "cpu"
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   bootstrap: int = 0, ci: float = 0.95, device: str | torch.device = "cpu",
+                   outlier_multiple: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     layers, spectra = [], []
     for path in dumps:
         m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images, device=device)
-        layers.append(layer_rows(m, bootstrap, ci))
+        layers.append(layer_rows(m, bootstrap, ci, outlier_multiple))
         spectra.append(spectra_rows(m))
     return pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
 
@@ -370,11 +448,16 @@ def _compute_main(argv) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dumps", nargs="+", help="activation dumps (HDF5)")
     p.add_argument("--out", required=True, help="directory for layers.csv and spectra.csv")
-    p.add_argument("--entropy-range", default="global", choices=["global", "per_layer"])
-    p.add_argument("--bins", type=int, default=100)
-    p.add_argument("--chunk-images", type=int, default=256)
-    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for ci_low/ci_high (0: none)")
-    p.add_argument("--ci", type=float, default=0.95)
+    # Defaults are the config schema's (metrics.*), their one home.
+    p.add_argument("--entropy-range", default=schema_default("metrics.entropy_range"), choices=["global", "per_layer"])
+    p.add_argument("--bins", type=int, default=schema_default("metrics.bins"))
+    p.add_argument("--chunk-images", type=int, default=schema_default("metrics.chunk_images"))
+    p.add_argument("--bootstrap", type=int, default=schema_default("metrics.bootstrap"),
+                   help="bootstrap resamples for ci_low/ci_high (0: none; default %(default)s)")
+    p.add_argument("--ci", type=float, default=schema_default("metrics.ci"))
+    p.add_argument("--outlier-multiple", type=float, default=schema_default("metrics.outlier_multiple"),
+                   help="outlier_channels counts channels whose mean |x| exceeds this many times the median "
+                        "channel's (default %(default)s)")
     p.add_argument("--entropy-wide", help="also write the authors' wide entropy CSV here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: the CPU's C kernels)")
@@ -383,7 +466,7 @@ def _compute_main(argv) -> int:
     device = granted_device(a.gpu)  # cuda: the torch path; cpu: the C kernels
     print(f"metric engine on {device}", file=sys.stderr)
     layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins, chunk_images=a.chunk_images,
-                                     bootstrap=a.bootstrap, ci=a.ci, device=device)
+                                     bootstrap=a.bootstrap, ci=a.ci, device=device, outlier_multiple=a.outlier_multiple)
     write_csv(layers, Path(a.out) / "layers.csv")
     write_csv(spectra, Path(a.out) / "spectra.csv")
     if a.entropy_wide:

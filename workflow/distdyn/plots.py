@@ -1,11 +1,13 @@
 """Figures from the metric tables (PNG, one style).
 
-    python -m distdyn.plots --metrics DIR --out DIR --settings NAME [NAME ...]
+    python -m distdyn.plots --metrics DIR --out DIR [--settings NAME ...] [--models NAME ...]
 
-Reads layers.csv, spectra.csv, accuracy.csv, accuracy_summary.csv, curves.csv,
-cka.csv and encoding.csv from the metrics directory; writes every figure in
-FIGURES plus, per setting, an entropy heatmap (entropy_heatmap_{setting}.png)
-and a CKA heatmap (cka_{setting}.png).
+Reads layers.csv, spectra.csv and encoding.csv from the metrics directory, and with
+settings also accuracy.csv, accuracy_summary.csv, curves.csv and cka.csv. Writes, per
+analysed model (the teacher, extra models), {model}_{kind}.png for kind in MODEL_FIGURES;
+the study figures (entropy_profiles, encoding, and with settings accuracy, accuracy_curves);
+and per setting an entropy heatmap (entropy_heatmap_{setting}.png) and a CKA heatmap
+(cka_{setting}.png).
 """
 from __future__ import annotations
 
@@ -21,8 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-FIGURES = ("teacher_entropy", "teacher_intensity", "teacher_spectra", "teacher_magnitudes",
-           "entropy_profiles", "accuracy", "accuracy_curves", "encoding")
+MODEL_FIGURES = ("entropy", "intensity", "spectra", "magnitudes", "outliers")
 STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
          "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False}
@@ -38,11 +39,16 @@ def save(fig, path: Path) -> None:
 
 
 def _final_rows(layers: pd.DataFrame) -> pd.DataFrame:
-    return layers[layers.model.str.endswith("final") | (layers.role == "teacher")]
+    return layers[layers.model.str.endswith("final") | (layers.role != "student")]
 
 
-def _teacher(layers: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return layers[(layers.role == "teacher") & (layers.metric == metric)].sort_values("layer")
+def _model(layers: pd.DataFrame, model: str, metric: str) -> pd.DataFrame:
+    """The rows of one analysed model (the teacher or an extra model), in layer order."""
+    return layers[(layers.model == model) & (layers.role != "student") & (layers.metric == metric)].sort_values("layer")
+
+
+def _title(model: str) -> str:
+    return "Teacher" if model == "teacher" else model
 
 
 def _band(ax, df: pd.DataFrame, x, **kw):
@@ -52,21 +58,21 @@ def _band(ax, df: pd.DataFrame, x, **kw):
     return line
 
 
-def teacher_bars(layers: pd.DataFrame, metric: str, ylabel: str, title: str, log: bool = False):
-    t = _teacher(layers, metric)
+def model_bars(layers: pd.DataFrame, model: str, metric: str, ylabel: str, title: str, log: bool = False):
+    t = _model(layers, model, metric)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     err = None
     if t.ci_low.notna().all():
         err = np.vstack([t.value - t.ci_low, t.ci_high - t.value]).clip(min=0)
     ax.bar(t.layer, t.value, yerr=err, color="#4c72b0", capsize=2)
-    ax.set(xlabel="teacher block (1-based)", ylabel=ylabel, title=title, xticks=t.layer)
+    ax.set(xlabel="block (1-based)", ylabel=ylabel, title=f"{_title(model)} {title}", xticks=t.layer)
     if log:
         ax.set_yscale("log")
     return fig
 
 
-def teacher_spectra(spectra: pd.DataFrame):
-    t = spectra[spectra.role == "teacher"]
+def model_spectra(spectra: pd.DataFrame, model: str):
+    t = spectra[(spectra.model == model) & (spectra.role != "student")]
     layers = sorted(t.layer.unique())
     cols = min(4, len(layers))
     rows = -(-len(layers) // cols)
@@ -82,20 +88,57 @@ def teacher_spectra(spectra: pd.DataFrame):
         ax.set_xlabel("channel frequency k/C")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean |FFT|/C")
-    fig.suptitle("Teacher channel spectra per block")
+    fig.suptitle(f"{_title(model)} channel spectra per block")
     fig.tight_layout()
     return fig
 
 
-def teacher_magnitudes(layers: pd.DataFrame):
+def model_magnitudes(layers: pd.DataFrame, model: str):
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for ax, metric, label in zip(axes, ("activation_magnitude", "gradient_magnitude"),
                                  ("mean |activation|", "mean |d logit / d activation|")):
-        t = _teacher(layers, metric)
+        t = _model(layers, model, metric)
         _band(ax, t, t.layer, color="#c44e52")
-        ax.set(xlabel="teacher block (1-based)", ylabel=label, xticks=t.layer)
-    axes[0].set_title("Activation magnitude")
-    axes[1].set_title("Gradient magnitude")
+        ax.set(xlabel="block (1-based)", ylabel=label, xticks=t.layer)
+    axes[0].set_title(f"{_title(model)}: activation magnitude")
+    axes[1].set_title(f"{_title(model)}: gradient magnitude")
+    fig.tight_layout()
+    return fig
+
+
+def model_outliers(layers: pd.DataFrame, model: str, settings: list[str]):
+    """Left: the largest channel's mean |x| over the median channel's per block (the model, with the number
+    of channels above the multiple written at each point; for the teacher also every setting's final student,
+    mean over seeds). Right: the model's entropy on the file-wide range and on each layer's own range
+    (paper.md 2.3, quirk 2)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    t = _model(layers, model, "outlier_ratio")
+    n = _model(layers, model, "outlier_channels").set_index("layer").value
+    depth = t.layer.max()
+    _band(ax, t, t.layer / depth, color="black", lw=2.5, label=model)
+    for x, y, layer in zip(t.layer / depth, t.value, t.layer):
+        if layer in n.index and np.isfinite(n[layer]):
+            ax.annotate(f"{int(n[layer])}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    final = _final_rows(layers[(layers.metric == "outlier_ratio") & (layers.role == "student")])
+    cmap = plt.get_cmap("tab10")
+    for i, s in enumerate(settings if model == "teacher" else []):
+        d = final[final.setting == s].groupby("layer").value.mean()
+        if len(d):
+            ax.plot(d.index / d.index.max(), d.values, color=cmap(i % 10), lw=1, marker=".", label=s)
+    ax.set_yscale("log")
+    ax.set(xlabel="relative depth (block / number of blocks)", ylabel="max / median channel mean |x|",
+           title=f"Outlier channels ({model}: number above the multiple)")
+    ax.legend(ncol=2, frameon=False, fontsize=7)
+    ax = axes[1]
+    for metric, label, color, ls in (("entropy_global", "file-wide range (the authors')", "#4c72b0", "-"),
+                                     ("entropy_per_layer", "each layer's own range", "#dd8452", "--")):
+        e = _model(layers, model, metric)
+        if len(e):
+            _band(ax, e, e.layer, color=color, ls=ls, label=label)
+    ax.set(xlabel="block (1-based)", ylabel="entropy (bits)", title=f"{_title(model)} entropy by histogram range",
+           xticks=t.layer)
+    ax.legend(frameon=False)
     fig.tight_layout()
     return fig
 
@@ -120,12 +163,15 @@ def entropy_heatmap(layers: pd.DataFrame, setting: str):
     return fig
 
 
-def entropy_profiles(layers: pd.DataFrame, settings: list[str]):
-    """Final entropy vs relative depth for every setting, with the teacher's."""
+def entropy_profiles(layers: pd.DataFrame, settings: list[str], models: list[str]):
+    """Final entropy vs relative depth for every setting, with the teacher's and every extra model's."""
     final = _final_rows(layers[layers.metric == "entropy"])
     fig, ax = plt.subplots(figsize=(7.5, 4.3))
-    t = final[final.role == "teacher"].sort_values("layer")
-    ax.plot(t.layer / t.layer.max(), t.value, color="black", lw=2.5, marker="s", label="teacher")
+    greys = plt.get_cmap("Greys")
+    for j, m in enumerate(models):
+        t = final[(final.model == m) & (final.role != "student")].sort_values("layer")
+        ax.plot(t.layer / t.layer.max(), t.value, color="black" if m == "teacher" else greys(0.45 + 0.5 * j / len(models)),
+                lw=2.5, marker="s", ls="-" if m == "teacher" else "--", label=m)
     cmap = plt.get_cmap("tab10")
     for i, s in enumerate(settings):
         d = final[final.setting == s].groupby("layer")[["value", "ci_low", "ci_high"]].mean().reset_index()
@@ -187,13 +233,14 @@ def cka_heatmap(cka: pd.DataFrame, setting: str):
     return fig
 
 
-def encoding_figure(enc: pd.DataFrame, settings: list[str]):
+def encoding_figure(enc: pd.DataFrame, settings: list[str], models: list[str]):
     """Last-layer encoding width: per-image SVD vs dataset PCA dims, and the SEP curve against the diagonal."""
-    final = enc[(enc.role == "teacher") | enc.model.str.endswith("final")]
+    final = enc[(enc.role != "student") | enc.model.str.endswith("final")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    cmap = plt.get_cmap("tab10")
-    models = [("teacher", final[final.role == "teacher"], "black")]
-    models += [(s, final[final.setting == s], cmap(i % 10)) for i, s in enumerate(settings)]
+    cmap, greys = plt.get_cmap("tab10"), plt.get_cmap("Greys")
+    models = [(m, final[(final.model == m) & (final.role != "student")],
+               "black" if m == "teacher" else greys(0.45 + 0.5 * j / len(models))) for j, m in enumerate(models)]
+    models += [(s, final[(final.setting == s) & (final.role == "student")], cmap(i % 10)) for i, s in enumerate(settings)]
     for label, d, color in models:
         if d.empty:
             continue
@@ -214,26 +261,32 @@ def encoding_figure(enc: pd.DataFrame, settings: list[str]):
     return fig
 
 
-def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str]) -> list[Path]:
+def model_figures(layers: pd.DataFrame, spectra: pd.DataFrame, model: str, settings: list[str]) -> dict:
+    """The per-model figures of one analysed model (the teacher or an extra model), by kind."""
+    return {
+        "entropy": model_bars(layers, model, "entropy", "entropy (bits)", "per-layer entropy", log=True),
+        "intensity": model_bars(layers, model, "frequency_intensity", "mean |FFT|/C", "frequency intensity per layer"),
+        "spectra": model_spectra(spectra, model),
+        "magnitudes": model_magnitudes(layers, model),
+        "outliers": model_outliers(layers, model, settings),
+    }
+
+
+def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str], models: list[str]) -> list[Path]:
     m, out = Path(metrics_dir), Path(out_dir)
-    layers, spectra = pd.read_csv(m / "layers.csv"), pd.read_csv(m / "spectra.csv")
-    acc, summary = pd.read_csv(m / "accuracy.csv"), pd.read_csv(m / "accuracy_summary.csv")
-    curves = pd.read_csv(m / "curves.csv")
-    cka, enc = pd.read_csv(m / "cka.csv"), pd.read_csv(m / "encoding.csv")
+    layers, spectra, enc = pd.read_csv(m / "layers.csv"), pd.read_csv(m / "spectra.csv"), pd.read_csv(m / "encoding.csv")
     with plt.rc_context(STYLE):
-        figs = {
-            "teacher_entropy": teacher_bars(layers, "entropy", "entropy (bits)", "Teacher per-layer entropy", log=True),
-            "teacher_intensity": teacher_bars(layers, "frequency_intensity", "mean |FFT|/C",
-                                              "Teacher frequency intensity per layer"),
-            "teacher_spectra": teacher_spectra(spectra),
-            "teacher_magnitudes": teacher_magnitudes(layers),
-            "entropy_profiles": entropy_profiles(layers, settings),
-            "accuracy": accuracy_bars(acc, summary, settings),
-            "accuracy_curves": accuracy_curves(curves, settings),
-            "encoding": encoding_figure(enc, settings),
-        }
-        figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
-        figs.update({f"cka_{s}": cka_heatmap(cka, s) for s in settings})
+        figs = {f"{model}_{kind}": fig for model in models
+                for kind, fig in model_figures(layers, spectra, model, settings).items()}
+        figs["entropy_profiles"] = entropy_profiles(layers, settings, models)
+        figs["encoding"] = encoding_figure(enc, settings, models)
+        if settings:
+            acc, summary = pd.read_csv(m / "accuracy.csv"), pd.read_csv(m / "accuracy_summary.csv")
+            curves, cka = pd.read_csv(m / "curves.csv"), pd.read_csv(m / "cka.csv")
+            figs["accuracy"] = accuracy_bars(acc, summary, settings)
+            figs["accuracy_curves"] = accuracy_curves(curves, settings)
+            figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
+            figs.update({f"cka_{s}": cka_heatmap(cka, s) for s in settings})
         written = []
         for name, fig in figs.items():
             save(fig, out / f"{name}.png")
@@ -246,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--metrics", required=True, help="directory with the metric tables")
     p.add_argument("--out", required=True, help="figure directory")
-    p.add_argument("--settings", nargs="+", required=True)
+    p.add_argument("--settings", nargs="*", default=[], help="distillation settings (none: analysis only)")
+    p.add_argument("--models", nargs="*", default=[], help="analysed models: the teacher, extra models")
     a = p.parse_args(argv)
-    for path in make_figures(a.metrics, a.out, a.settings):
+    for path in make_figures(a.metrics, a.out, a.settings, a.models):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .config import config_hash
-from .data import TensorSplit, image_folder, load_tensor_splits, tensor_batches
+from .data import SeededAugment, TensorSplit, image_folder, load_tensor_splits, tensor_batches
+from .hashing import config_hash
 from .jobenv import granted_device
 from .losses import DistillationLoss
 from .models import atomic_save, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
@@ -75,7 +75,7 @@ def make_runtime(train_cfg: dict, gpu: int, device: str = "auto") -> Runtime:
 
 def compile_mode(train_cfg: dict, world: int) -> str:
     """train.compile_mode, except that DDP jobs use the default mode (CUDA graphs would capture its collectives)."""
-    return train_cfg.get("compile_mode", "default") if world == 1 else "default"
+    return train_cfg["compile_mode"] if world == 1 else "default"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -107,7 +107,8 @@ class Batches:
             raise ValueError(f"train.batch_size {train_cfg['batch_size']} is not divisible by {rt.world} processes")
         if data_cfg["source"] == "imagefolder":
             size = data_cfg["img_size"] or img_size or 224
-            self.train_set, self.val_set = image_folder(data_cfg, True, size), image_folder(data_cfg, False, size)
+            self.train_set = SeededAugment(image_folder(data_cfg, True, size))
+            self.val_set = image_folder(data_cfg, False, size)
             self.num_classes, self.in_chans = len(self.train_set.classes), 3
         else:
             self.train_set, self.val_set, self.num_classes = load_tensor_splits(data_cfg)
@@ -129,13 +130,14 @@ class Batches:
             return
         from torch.utils.data import DataLoader, DistributedSampler
 
-        sampler = None
-        if self.rt.world > 1:
-            sampler = DistributedSampler(self.train_set, self.rt.world, self.rt.rank, shuffle=True,
-                                         seed=int(torch.randint(0, 2**31, (1,), generator=gen)), drop_last=True)
-            sampler.set_epoch(epoch)
-        loader = DataLoader(self.train_set, batch_size=bs // self.rt.world, shuffle=sampler is None, sampler=sampler,
-                            generator=gen if sampler is None else None, drop_last=drop,
+        # One permutation per epoch, of which rank r takes every world-th index, and augmentation seeded
+        # per image: a global batch holds the same images, augmented alike, for any number of processes.
+        seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+        sampler = DistributedSampler(self.train_set, self.rt.world, self.rt.rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+        sampler.set_epoch(epoch)
+        self.train_set.epoch_seed = seed + epoch
+        loader = DataLoader(self.train_set, batch_size=bs // self.rt.world, sampler=sampler, drop_last=drop,
                             num_workers=self.cfg["num_workers"], pin_memory=self.rt.device.type == "cuda")
         yield from loader
 
@@ -369,7 +371,10 @@ def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict) 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
         gpu: int = 0, device: str = "auto") -> list[dict]:
-    """Train (or, for a teacher with `checkpoint`, import and evaluate) one model; return the log records."""
+    """Train one model (a teacher with `checkpoint` starts from it; with 0 epochs it is imported and evaluated).
+
+    Returns the log records.
+    """
     out = Path(out_dir)
     train_cfg = spec["train"]
     rt = make_runtime(train_cfg, gpu, device)
@@ -392,6 +397,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"teacher.checkpoint {spec['checkpoint']}: does not fit {spec['model']['model']} "
                              f"with overrides {spec['model'].get('overrides')}: {e}") from e
+    if spec["role"] == "teacher" and spec.get("checkpoint") and train_cfg["epochs"] == 0:
         metrics = evaluate(model, batches.val(), rt)
         line = {"epoch": 0, "lr": None, "train_loss": None, "train_loss_base": None, "train_loss_feat": None,
                 "train_loss_dist": None, **metrics, "seconds": 0.0, "images_per_s": None,

@@ -1,9 +1,9 @@
 rule select_probe:
     input:
-        code=code("data", "activations"),
     output:
         "results/teacher/probe_indices.csv",
     params:
+        code=code_fingerprint("distdyn.activations"),
         data=as_json(config["data"]),
         probe=as_json(config["probe"]),
     conda:
@@ -21,26 +21,26 @@ DUMP_SHELL = (
 )
 
 
-rule dump_teacher_activations:
+rule dump_model_activations:
     input:
-        code=code("data", "models", "activations"),
-        checkpoints="results/teacher/final.pt",
+        checkpoints=model_weights,
         probe="results/teacher/probe_indices.csv",
     output:
-        "results/activations/teacher.h5",
+        "results/activations/{model}.h5",
     params:
-        names="teacher",
-        role="teacher",
-        setting="teacher",
-        seed=config["teacher"]["seed"],
+        code=code_fingerprint("distdyn.activations"),
+        names=lambda w: w.model,
+        role=lambda w: model_role(w.model),
+        setting=lambda w: w.model,
+        seed=lambda w: config["teacher"]["seed"] if w.model == "teacher" else 0,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
     conda:
         ENV
     log:
-        "results/logs/dump_activations/teacher.log",
+        "results/logs/dump_activations/{model}.log",
     benchmark:
-        "results/benchmarks/dump_activations/teacher.tsv"
+        "results/benchmarks/dump_activations/{model}.tsv"
     resources:
         gpu=RES["gpu"],
         mem_mb=RES["dump_mem_mb"],
@@ -51,12 +51,12 @@ rule dump_teacher_activations:
 
 rule dump_activations:
     input:
-        code=code("data", "models", "activations"),
         checkpoints=expand("results/students/{{setting}}/seed_{{seed}}/{ckpt}.pt", ckpt=STUDENT_CKPTS),
         probe="results/teacher/probe_indices.csv",
     output:
         expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
     params:
+        code=code_fingerprint("distdyn.activations"),
         names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),
         role="student",
         setting=lambda w: w.setting,

@@ -1,10 +1,11 @@
 rule cka:
     input:
-        code=code("activations", "metrics", "analysis"),
         student=expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
         teacher="results/activations/teacher.h5",
     output:
         "results/metrics/runs/{setting}/seed_{seed}/cka.csv",
+    params:
+        code=code_fingerprint("distdyn.analysis"),
     conda:
         ENV
     log:
@@ -15,10 +16,11 @@ rule cka:
 
 rule gather_cka:
     input:
-        code=code("metrics"),
         tables=[f"results/metrics/runs/{s}/seed_{seed}/cka.csv" for s, seed in student_runs()],
     output:
         "results/metrics/cka.csv",
+    params:
+        code=code_fingerprint("distdyn.metrics"),
     conda:
         ENV
     log:
@@ -29,10 +31,11 @@ rule gather_cka:
 
 rule phases:
     input:
-        code=code("metrics", "analysis"),
         layers="results/metrics/layers.csv",
     output:
         "results/metrics/phases.csv",
+    params:
+        code=code_fingerprint("distdyn.analysis"),
     conda:
         ENV
     log:
@@ -43,12 +46,12 @@ rule phases:
 
 rule encoding:
     input:
-        code=code("activations", "metrics", "analysis"),
-        dumps=["results/activations/teacher.h5"]
+        dumps=[f"results/activations/{m}.h5" for m in MODELS]
         + [f"results/activations/{s}/seed_{seed}/final.h5" for s, seed in student_runs()],
     output:
         "results/metrics/encoding.csv",
     params:
+        code=code_fingerprint("distdyn.analysis"),
         permutations=config["analysis"]["permutations"],
     conda:
         ENV

@@ -1,6 +1,5 @@
 rule claims:
     input:
-        code=code("claims"),
         layers="results/metrics/layers.csv",
         accuracy="results/metrics/accuracy.csv",
         curves="results/metrics/curves.csv",
@@ -8,6 +7,7 @@ rule claims:
         md=report("results/claims.md", caption="../report/claims.rst", category="4. Claims"),
         json="results/claims.json",
     params:
+        code=code_fingerprint("distdyn.claims"),
         settings=as_json({n: {"method": s["method"], "pairs": s["pairs"]}
                           for n, s in ((k[0], v["setting"]) for k, v in STUDENT_SPECS.items())}),
         depths=f"--student-depth {_SHAPES['student'][0]} --teacher-depth {_SHAPES['teacher'][0]}",

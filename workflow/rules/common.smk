@@ -1,21 +1,20 @@
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
-
-# Schema first: defaults filled in, types checked, before anything else reads the config.
-validate(config, "../schemas/config.schema.yaml")
 
 PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
 
 from distdyn.jobenv import export_environment  # noqa: E402
 from distdyn.config import (  # noqa: E402
+    PRETRAINED_TEACHER,
     ConfigError,
     _data_and_models,
     check_config,
@@ -23,10 +22,14 @@ from distdyn.config import (  # noqa: E402
     setting_names,
     student_spec,
     teacher_spec,
+    validate_schema,
 )
 
+# Schema first (workflow/schemas/config.schema.yaml: defaults filled in, numbers written as strings
+# coerced, types checked), then the cross-field checks; either names the key in one line, where
+# snakemake.utils.validate would print the whole schema node.
 try:
-    check_config(config)
+    check_config(validate_schema(config))
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 
@@ -34,23 +37,40 @@ export_environment(PKG_DIR)
 ENV = "../../envs/distdyn.yaml"
 
 SETTINGS = setting_names(config)
+EXTRA_MODELS = {m["name"]: m for m in config["extra_models"]}
+# Models analysed once on the probe set, not per checkpoint: the teacher of a distillation study
+# (none without settings: an analysis-only config) and the extra models.
+MODELS = (["teacher"] if SETTINGS else []) + list(EXTRA_MODELS)
 SEEDS = [int(s) for s in config["seeds"]]
-_SHAPES = _data_and_models(config)[2]
+_, DATA_INFO, _SHAPES = _data_and_models(config)
 TEACHER_SPEC = teacher_spec(config)
 STUDENT_SPECS = {(s, seed): student_spec(config, s, seed, _SHAPES) for s in SETTINGS for seed in SEEDS}
-TEACHER_EPOCHS = [] if config["teacher"]["checkpoint"] else checkpoint_epochs(config["teacher"]["train"])
+TEACHER_EPOCHS = checkpoint_epochs(config["teacher"]["train"])
 STUDENT_CKPTS = [f"epoch_{e}" for e in checkpoint_epochs(config["student"]["train"])] + ["final"]
 RES = config["resources"]
 
 
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(names) or "(?!)"
+
+
 wildcard_constraints:
-    setting="|".join(SETTINGS),
+    setting=alternatives(SETTINGS),
+    model=alternatives(MODELS),
+    fetched=alternatives((["teacher"] if config["teacher"]["pretrained"] is not False else []) + list(EXTRA_MODELS)),
     seed=r"\d+",
 
 
-def code(*modules):
-    """Source files of a stage: editing one re-runs exactly the rules that list it."""
-    return [os.path.relpath(PKG_DIR / "distdyn" / f"{m}.py") for m in ("__init__", "config", *modules)]
+from distdyn.fingerprint import fingerprint  # noqa: E402
+
+
+def code_fingerprint(module):
+    """A rule's `params: code=`: the content fingerprint of `module` (what its shell runs with
+    `python -m`) and every distdyn module it imports, transitively, plus the files they load.
+    Derived, not listed: a change of behaviour re-runs the rule (params trigger), a comment,
+    docstring, formatting edit or new mtime does not. `python -m distdyn.fingerprint` shows them."""
+    return fingerprint(module, root=PKG_DIR)
 
 
 def as_json(obj):
@@ -69,6 +89,30 @@ def gpus(train_cfg):
     return RES["gpu"] * train_cfg["gpus"]
 
 
+def model_weights(wildcards):
+    """The checkpoint a model's dump reads: the trained or imported teacher, or an extra model's weights."""
+    if wildcards.model == "teacher":
+        return "results/teacher/final.pt"
+    return f"results/models/{wildcards.model}/weights.pt"
+
+
+def weights_source(name):
+    """The fetch command's flags for the teacher's pretrained weights or an extra model's weights."""
+    entry = {"pretrained": config["teacher"]["pretrained"], "checkpoint": None, **TEACHER_SPEC["model"]}
+    entry, key = EXTRA_MODELS.get(name, entry), "teacher"
+    if name in EXTRA_MODELS:
+        key = f"extra_models[{list(EXTRA_MODELS).index(name)}]"
+    model = as_json({"model": entry["model"], "overrides": entry.get("overrides", {})})
+    flags = f"--name {name} --key {key} --model {shlex.quote(model)}"
+    if entry["checkpoint"]:
+        return f"{flags} --checkpoint {shlex.quote(entry['checkpoint'])}"
+    return f"{flags} --pretrained {shlex.quote(as_json(entry['pretrained']))}"
+
+
+def model_role(name):
+    return "teacher" if name == "teacher" else "model"
+
+
 def run_dir(setting, seed):
     return f"results/students/{setting}/seed_{seed}"
 
@@ -82,11 +126,14 @@ def student_runs():
 
 
 def final_targets():
-    tables = ["layers.csv", "spectra.csv", "accuracy.csv", "accuracy_summary.csv", "curves.csv"]
+    """Everything a run makes; without settings (analysis only) no training, accuracy, CKA or claims."""
+    tables = ["layers.csv", "spectra.csv", "phases.csv", "encoding.csv"]
+    if SETTINGS:
+        tables += ["accuracy.csv", "accuracy_summary.csv", "curves.csv", "cka.csv"]
     return (
         [f"results/metrics/{t}" for t in tables]
-        + ["results/metrics/cka.csv", "results/metrics/phases.csv", "results/metrics/encoding.csv"]
-        + ["results/claims.md"]
+        + (["results/claims.md"] if SETTINGS else [])
+        + [f"results/metrics/entropy_{m}.csv" for m in MODELS]
         + [f"results/metrics/entropy_{s}_seed_{seed}.csv" for s, seed in student_runs()]
         + [f"results/figures/{f}.png" for f in FIGURES]
         + [f"results/figures/entropy_heatmap_{s}.png" for s in SETTINGS]
@@ -95,8 +142,8 @@ def final_targets():
 
 
 def run_tables(name):
-    """One per-run metrics table of the teacher and of every student run."""
-    return [f"results/metrics/runs/teacher/{name}"] + [
+    """One per-run metrics table of the teacher, of every extra model and of every student run."""
+    return [f"results/metrics/runs/{m}/{name}" for m in MODELS] + [
         f"results/metrics/runs/{s}/seed_{seed}/{name}" for s, seed in student_runs()
     ]
 

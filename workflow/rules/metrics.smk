@@ -1,7 +1,7 @@
 METRIC_OPTS = (
     f"--entropy-range {config['metrics']['entropy_range']} --bins {config['metrics']['bins']} "
     f"--chunk-images {config['metrics']['chunk_images']} --bootstrap {config['metrics']['bootstrap']} "
-    f"--ci {config['metrics']['ci']}"
+    f"--ci {config['metrics']['ci']} --outlier-multiple {config['metrics']['outlier_multiple']}"
 )
 METRIC_SHELL = (
     "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
@@ -10,23 +10,23 @@ METRIC_SHELL = (
 METRIC_GPU = RES["gpu"] if config["metrics"]["gpu"] else 0
 
 
-rule compute_teacher_metrics:
+rule compute_model_metrics:
     input:
-        code=code("activations", "metrics"),
-        dumps="results/activations/teacher.h5",
+        dumps="results/activations/{model}.h5",
     output:
-        layers="results/metrics/runs/teacher/layers.csv",
-        spectra="results/metrics/runs/teacher/spectra.csv",
-        entropy="results/metrics/entropy_teacher.csv",
+        layers="results/metrics/runs/{model}/layers.csv",
+        spectra="results/metrics/runs/{model}/spectra.csv",
+        entropy="results/metrics/entropy_{model}.csv",
     params:
+        code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
     conda:
         ENV
     log:
-        "results/logs/compute_metrics/teacher.log",
+        "results/logs/compute_metrics/{model}.log",
     benchmark:
-        "results/benchmarks/compute_metrics/teacher.tsv"
+        "results/benchmarks/compute_metrics/{model}.tsv"
     resources:
         mem_mb=2500,
         gpu=METRIC_GPU,
@@ -36,13 +36,13 @@ rule compute_teacher_metrics:
 
 rule compute_metrics:
     input:
-        code=code("activations", "metrics"),
         dumps=expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
     output:
         layers="results/metrics/runs/{setting}/seed_{seed}/layers.csv",
         spectra="results/metrics/runs/{setting}/seed_{seed}/spectra.csv",
         entropy="results/metrics/entropy_{setting}_seed_{seed}.csv",
     params:
+        code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
     conda:
@@ -60,12 +60,13 @@ rule compute_metrics:
 
 rule gather_metrics:
     input:
-        code=code("metrics"),
         layers=run_tables("layers.csv"),
         spectra=run_tables("spectra.csv"),
     output:
         layers="results/metrics/layers.csv",
         spectra="results/metrics/spectra.csv",
+    params:
+        code=code_fingerprint("distdyn.metrics"),
     conda:
         ENV
     log:
@@ -77,13 +78,13 @@ rule gather_metrics:
 
 rule accuracy_tables:
     input:
-        code=code("metrics"),
         logs=["results/teacher/log.jsonl"] + [f"{run_dir(s, seed)}/log.jsonl" for s, seed in student_runs()],
     output:
         accuracy="results/metrics/accuracy.csv",
         summary="results/metrics/accuracy_summary.csv",
         curves="results/metrics/curves.csv",
     params:
+        code=code_fingerprint("distdyn.metrics"),
         names=" ".join(["teacher"] + [s for s, _ in student_runs()]),
         seeds=" ".join(str(x) for x in [config["teacher"]["seed"]] + [seed for _, seed in student_runs()]),
         roles=" ".join(["teacher"] + ["student"] * len(student_runs())),

@@ -1,34 +1,34 @@
-FIGURES = [
-    "teacher_entropy",
-    "teacher_intensity",
-    "teacher_spectra",
-    "teacher_magnitudes",
-    "entropy_profiles",
-    "accuracy",
-    "accuracy_curves",
-    "encoding",
-]
-FIGURE_CATEGORY = {
-    "teacher_entropy": "1. Teacher",
-    "teacher_intensity": "1. Teacher",
-    "teacher_spectra": "1. Teacher",
-    "teacher_magnitudes": "1. Teacher",
+# Per analysed model (the teacher of a study, each extra model): {model}_{kind}.png.
+MODEL_FIGURES = ["entropy", "intensity", "spectra", "magnitudes", "outliers"]
+STUDY_FIGURES = {
     "entropy_profiles": "2. Students",
-    "accuracy": "3. Accuracy",
-    "accuracy_curves": "3. Accuracy",
     "encoding": "2. Students",
+    **({"accuracy": "3. Accuracy", "accuracy_curves": "3. Accuracy"} if SETTINGS else {}),
 }
+FIGURES = [f"{m}_{k}" for m in MODELS for k in MODEL_FIGURES] + list(STUDY_FIGURES)
+
+
+def model_figure(model, kind):
+    category = "1. Teacher" if model == "teacher" else "1. Models analysed"
+    return report(
+        f"results/figures/{model}_{kind}.png",
+        caption=f"../report/model_{kind}.rst",
+        category=category,
+        subcategory=None if model == "teacher" else model,
+        labels={"model": model, "figure": kind},
+    )
 
 
 rule plot:
     input:
-        code=code("plots"),
         tables=expand(
             "results/metrics/{t}.csv",
-            t=["layers", "spectra", "accuracy", "accuracy_summary", "curves", "cka", "encoding"],
+            t=["layers", "spectra", "encoding"]
+            + (["accuracy", "accuracy_summary", "curves", "cka"] if SETTINGS else []),
         ),
     output:
-        [figure(f, FIGURE_CATEGORY[f], f) for f in FIGURES],
+        [model_figure(m, k) for m in MODELS for k in MODEL_FIGURES],
+        [figure(f, c, f) for f, c in STUDY_FIGURES.items()],
         [
             report(
                 f"results/figures/entropy_heatmap_{s}.png",
@@ -50,10 +50,11 @@ rule plot:
             for s in SETTINGS
         ],
     params:
-        settings=" ".join(SETTINGS),
+        code=code_fingerprint("distdyn.plots"),
+        names=f"--settings {' '.join(SETTINGS)} --models {' '.join(MODELS)}",
     conda:
         ENV
     log:
         "results/logs/plot.log",
     shell:
-        "python -m distdyn.plots --metrics results/metrics --out results/figures --settings {params.settings} > {log} 2>&1"
+        "python -m distdyn.plots --metrics results/metrics --out results/figures {params.names} > {log} 2>&1"

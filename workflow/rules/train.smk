@@ -1,12 +1,32 @@
+# Fetching needs internet, which cluster jobs often lack: it runs on the submitting machine.
+localrules:
+    fetch_weights,
+
+
+rule fetch_weights:
+    output:
+        "results/models/{fetched}/weights.pt",
+    params:
+        code=code_fingerprint("distdyn.models"),
+        source=lambda w: weights_source(w.fetched),
+        shape=f"--num-classes {DATA_INFO.num_classes} --in-chans {DATA_INFO.in_chans}",
+    conda:
+        ENV
+    log:
+        "results/logs/fetch_weights/{fetched}.log",
+    shell:
+        "python -m distdyn.models fetch {params.source} {params.shape} --out {output} > {log} 2>&1"
+
+
 rule pretrain_teacher:
     input:
-        code=code("data", "models", "train"),
-        checkpoint=[config["teacher"]["checkpoint"]] if config["teacher"]["checkpoint"] else [],
+        checkpoint=[TEACHER_SPEC["checkpoint"]] if TEACHER_SPEC["checkpoint"] else [],
     output:
         final="results/teacher/final.pt",
         log="results/teacher/log.jsonl",
         epochs=expand("results/teacher/epoch_{e}.pt", e=TEACHER_EPOCHS),
     params:
+        code=code_fingerprint("distdyn.train"),
         spec=as_json(TEACHER_SPEC),
         launch=launcher(config["teacher"]["train"]),
     conda:
@@ -27,13 +47,13 @@ rule pretrain_teacher:
 
 rule distill_student:
     input:
-        code=code("data", "models", "losses", "train"),
         teacher=lambda w: "results/teacher/final.pt" if needs_teacher(w.setting) else [],
     output:
         final="results/students/{setting}/seed_{seed}/final.pt",
         log="results/students/{setting}/seed_{seed}/log.jsonl",
         epochs=expand("results/students/{{setting}}/seed_{{seed}}/{ckpt}.pt", ckpt=STUDENT_CKPTS[:-1]),
     params:
+        code=code_fingerprint("distdyn.train"),
         spec=lambda w: as_json(STUDENT_SPECS[(w.setting, int(w.seed))]),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         launch=launcher(config["student"]["train"]),

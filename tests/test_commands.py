@@ -1,0 +1,132 @@
+"""Every snakemake command in the README and the presets' headers, run as written (a dry run: -n).
+
+The commands are read from the documents (tests/workflow_utils.documented_commands), never retyped.
+Only the files a user provides are made here: a fake ImageFolder, CIFAR pickle folder and teacher
+weights at the relative paths the documents name, and imagenet_paths.yaml.
+"""
+import os
+import pickle
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from workflow_utils import ROOT, documented_commands, make_workdir, readme_python_snippets
+
+pytestmark = pytest.mark.slow
+
+COMMANDS = documented_commands()
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def argv(command: str) -> list[str]:
+    """The command's words, with `snakemake` / `.venv/bin/snakemake` run by this interpreter."""
+    words = shlex.split(command)
+    assert Path(words[0]).name == "snakemake", command
+    return [sys.executable, "-m", "snakemake", *words[1:]]
+
+
+def run(workdir: Path, command: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([*argv(command), *extra], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fake_imagefolder(root: Path, classes=("n01", "n02", "n03"), per_class=(4, 2), size=(256, 240)) -> Path:
+    """train/ and val/ class folders of random JPEGs larger than 224, so the DeiT transforms really crop."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, n in zip(("train", "val"), per_class):
+        for c in classes:
+            (root / part / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / part / c / f"{i}.JPEG")
+    return root
+
+
+def fake_cifar100(root: Path) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 200), ("test", 1000)):
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                         b"fine_labels": list(np.arange(n) % 100)}, f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A checkout as a user has it, plus the data and path files the documents tell them to provide."""
+    import shutil
+
+    import torch
+
+    wd = make_workdir(tmp_path_factory.mktemp("commands"), {})
+    (wd / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    shutil.copytree(ROOT / "presets", wd / "presets")
+    fake_imagefolder(wd / "data" / "imagenet")
+    fake_cifar100(wd / "data" / "cifar")
+    torch.save({}, wd / "cait_s24_224.pth")
+    (wd / "imagenet_paths.yaml").write_text(yaml.safe_dump(
+        {"data": {"root": "data/imagenet"}, "teacher": {"pretrained": "./cait_s24_224.pth"}, "probe": {"size": 3}}))
+    (wd / "my_changes.yaml").write_text("seeds: [0]\n")
+    for snippet in readme_python_snippets():
+        words = shlex.split(snippet)
+        subprocess.run([sys.executable, *words[1:]], cwd=wd, check=True, timeout=120)
+    return wd
+
+
+def test_the_documents_have_commands():
+    where = {w for w, _ in COMMANDS}
+    assert "README.md" in where and {f"presets/{p.name}" for p in (ROOT / "presets").glob("*.yaml")} <= where
+
+
+@pytest.mark.parametrize("where,command", [c for c in COMMANDS if "--report" not in c[1]],
+                         ids=[f"{w}: {c}" for w, c in COMMANDS if "--report" not in c])
+def test_documented_command_dry_runs(workdir, where, command):
+    if "fashion_mnist" in command and not FASHION.is_dir():
+        pytest.skip(f"{FASHION} is absent (Debian's dataset-fashion-mnist; .ci/run installs it)")
+    proc = run(workdir, command, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{where}: {command}\n{out[-3000:]}"
+    assert "This was a dry-run" in out
+    assert "Traceback" not in out
+
+
+def test_a_preset_is_the_whole_experiment(workdir):
+    """Nothing of config.yaml (the toy default) leaks into a preset given with --configfile."""
+    command = next(c for w, c in COMMANDS if w == "presets/imagenet_paper.yaml" and "--cores" in c)
+    proc = run(workdir, command, "-n", "-p")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"model": "deit_tiny_patch16_224", "overrides": {}' in proc.stdout
+    assert '"model": "cait_s24_224", "overrides": {}' in proc.stdout
+
+
+def test_paper_preset_plans_seven_students_on_eight_gpus(workdir):
+    """presets/imagenet_paper.yaml: the paper's pairs, optimiser and schedule, torchrun with 8 processes."""
+    from distdyn.config import load_config
+
+    raw = yaml.safe_load((ROOT / "presets/imagenet_paper.yaml").read_text())
+    raw["data"]["root"], raw["teacher"]["pretrained"] = str(workdir / "data/imagenet"), str(workdir / "cait_s24_224.pth")
+    raw["probe"]["size"] = 3
+    cfg = load_config(raw)
+    pairs = {s["name"]: s.get("layers") for s in cfg["settings"]}
+    assert pairs["spectral_last"] == [[11, 23]] and pairs["projector_first_last"] == [[0, 0], [11, 23]]
+    t = cfg["student"]["train"]
+    assert (t["epochs"], t["batch_size"], t["lr"], t["warmup_epochs"], t["min_lr"]) == (300, 2048, 0.002, 5, 1e-5)
+    command = next(c for w, c in COMMANDS if w == "presets/imagenet_paper.yaml" and "--cores" in c)
+    proc = run(workdir, command, "-n", "-p")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.count("rule distill_student:") == 7 and out.count("rule dump_activations:") == 7
+    assert out.count("rule fetch_weights:") == 1
+    assert re.search(r"torch\.distributed\.run --standalone --nproc_per_node=8 -m distdyn\.train", out)
+    assert "gpu=8" in out.replace(" ", "")
