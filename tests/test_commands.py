@@ -89,12 +89,24 @@ def test_the_documents_have_commands():
     assert "README.md" in where and {f"presets/{p.name}" for p in (ROOT / "presets").glob("*.yaml")} <= where
 
 
+DRY_RUN = [(w, c) for w, c in COMMANDS if "--report" not in c and ("fashion_mnist" not in c or FASHION.is_dir())]
+
+
+@pytest.fixture(scope="module")
+def dry_runs(workdir):
+    """Every command's dry run, two at a time (each is mostly one process importing torch and timm)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(DRY_RUN, pool.map(lambda wc: run(workdir, wc[1], "-n"), DRY_RUN)))
+
+
 @pytest.mark.parametrize("where,command", [c for c in COMMANDS if "--report" not in c[1]],
                          ids=[f"{w}: {c}" for w, c in COMMANDS if "--report" not in c])
-def test_documented_command_dry_runs(workdir, where, command):
-    if "fashion_mnist" in command and not FASHION.is_dir():
+def test_documented_command_dry_runs(dry_runs, where, command):
+    if (where, command) not in dry_runs:
         pytest.skip(f"{FASHION} is absent (Debian's dataset-fashion-mnist; .ci/run installs it)")
-    proc = run(workdir, command, "-n")
+    proc = dry_runs[(where, command)]
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{where}: {command}\n{out[-3000:]}"
     assert "This was a dry-run" in out
