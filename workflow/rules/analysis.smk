@@ -10,8 +10,12 @@ rule cka:
         ENV
     log:
         "results/logs/cka/{setting}_seed_{seed}.log",
+    threads: config["metrics"]["threads"]
+    resources:
+        mem_mb=RES["metrics_mem_mb"],
     shell:
-        "python -m distdyn.analysis cka --student {input.student} --teacher {input.teacher} --out {output} > {log} 2>&1"
+        "python -m distdyn.analysis cka --student {input.student} --teacher {input.teacher} --out {output} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule gather_cka:
@@ -57,6 +61,9 @@ rule encoding:
         ENV
     log:
         "results/logs/encoding.log",
+    threads: config["metrics"]["threads"]
+    resources:
+        mem_mb=RES["metrics_mem_mb"],
     shell:
         "python -m distdyn.analysis encoding {input.dumps} --permutations {params.permutations} "
-        "--out {output} > {log} 2>&1"
+        "--out {output} --threads {threads} > {log} 2>&1"

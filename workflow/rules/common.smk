@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.0")  # as pyproject.toml's snakemake>=9
 
 PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
@@ -53,6 +53,17 @@ RES = config["resources"]
 def alternatives(names):
     """A wildcard constraint matching exactly these names (nothing when there are none)."""
     return "|".join(names) or "(?!)"
+
+
+# Small table and figure jobs: under SLURM they run on the submitting machine instead of waiting in
+# the queue (locally this changes nothing).
+localrules:
+    gather_metrics,
+    gather_cka,
+    accuracy_tables,
+    phases,
+    plot,
+    claims,
 
 
 wildcard_constraints:
@@ -150,6 +161,18 @@ def run_tables(name):
 
 def figure(name, category, caption):
     return report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category)
+
+
+def model_figure(model, kind):
+    """A per-model figure ({model}_{kind}.png) in the report: the teacher's, or an extra model's."""
+    category = "1. Teacher" if model == "teacher" else "1. Models analysed"
+    return report(
+        f"results/figures/{model}_{kind}.png",
+        caption=f"../report/model_{kind}.rst",
+        category=category,
+        subcategory=None if model == "teacher" else model,
+        labels={"model": model, "figure": kind},
+    )
 
 
 def claims_options():

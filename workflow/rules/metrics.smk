@@ -5,7 +5,7 @@ METRIC_OPTS = (
 )
 METRIC_SHELL = (
     "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
-    "--entropy-wide {output.entropy} --gpu {resources.gpu} > {log} 2>&1"
+    "--entropy-wide {output.entropy} --threads {threads} --gpu {resources.gpu} > {log} 2>&1"
 )
 METRIC_GPU = RES["gpu"] if config["metrics"]["gpu"] else 0
 
@@ -27,8 +27,9 @@ rule compute_model_metrics:
         "results/logs/compute_metrics/{model}.log",
     benchmark:
         "results/benchmarks/compute_metrics/{model}.tsv"
+    threads: config["metrics"]["threads"]
     resources:
-        mem_mb=2500,
+        mem_mb=RES["metrics_mem_mb"],
         gpu=METRIC_GPU,
     shell:
         METRIC_SHELL
@@ -51,8 +52,9 @@ rule compute_metrics:
         "results/logs/compute_metrics/{setting}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/compute_metrics/{setting}_seed_{seed}.tsv"
+    threads: config["metrics"]["threads"]
     resources:
-        mem_mb=2500,
+        mem_mb=RES["metrics_mem_mb"],
         gpu=METRIC_GPU,
     shell:
         METRIC_SHELL

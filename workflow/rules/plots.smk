@@ -8,17 +8,6 @@ STUDY_FIGURES = {
 FIGURES = [f"{m}_{k}" for m in MODELS for k in MODEL_FIGURES] + list(STUDY_FIGURES)
 
 
-def model_figure(model, kind):
-    category = "1. Teacher" if model == "teacher" else "1. Models analysed"
-    return report(
-        f"results/figures/{model}_{kind}.png",
-        caption=f"../report/model_{kind}.rst",
-        category=category,
-        subcategory=None if model == "teacher" else model,
-        labels={"model": model, "figure": kind},
-    )
-
-
 rule plot:
     input:
         tables=expand(
