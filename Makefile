@@ -35,5 +35,5 @@ lint: $(VENV)/.installed
 	$(SNAKEMAKE) --lint
 
 clean:
-	rm -rf results/* .snakemake
+	rm -rf results/* results/.resume .snakemake
 	touch results/.gitkeep

@@ -3,7 +3,16 @@
 # config.yaml is the embedded default experiment, read only when no --configfile is given: a preset
 # is the whole experiment (Snakemake would otherwise merge it into config.yaml key by key, and every key
 # the preset leaves out would come from the toy default).
+import sys
+
+sys.path.insert(0, f"{workflow.basedir}/workflow")
+from distdyn.errors import yaml_problem  # noqa: E402
+
 if not workflow.overwrite_configfiles:
+    # One line naming the file and line, where Snakemake's own message names neither.
+    if problem := yaml_problem("config.yaml"):
+        print(f"error: config.yaml: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
     configfile: "config.yaml"
 

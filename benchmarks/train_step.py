@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --pair cait     # CaiT-S24 -> DeiT-Tiny at 224, batch 256 (GPU)
     python benchmarks/train_step.py --pair fashion  # the Fashion-MNIST preset's pair, batch 512
     python benchmarks/train_step.py --pair fashion --batch 64 --steps 10   # a CPU-sized check
+    python benchmarks/train_step.py --pair cait --students 7 --batch 8 --steps 3 --warmup 1   # shared teacher
 
 Both steps use the same models, batch and last-layer spectral loss (distdyn.losses).
   reference  as the authors' loop: fp16 autocast + GradScaler on CUDA, plain torch AdamW, no
@@ -12,6 +13,13 @@ Both steps use the same models, batch and last-layer spectral loss (distdyn.loss
              (default reduce-overhead: CUDA graphs) on CUDA, data already on the device
 Prints images/s for both and the ratio; on CUDA also distdyn's step without compile and with
 compile mode default. On CPU both run in float32 without compile.
+
+--students N times N students of one seed on one teacher (a distill_group job, distdyn.train's own
+teacher_outputs / member_step / MemberRNG): per round every student takes one step on the batch,
+  shared    one teacher forward, then the N student steps
+  separate  N times (teacher forward + student step), as N distill_student jobs
+and prints images/s per student for both, the teacher forward and a student step alone, and the
+per-student step cost shared / separate beside (student + teacher / N) / (student + teacher).
 """
 from __future__ import annotations
 
@@ -27,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from distdyn.losses import DistillationLoss  # noqa: E402
 from distdyn.models import create_model, forward_with_blocks  # noqa: E402
-from distdyn.train import BlockForward, Runtime, compiled, make_optimizer  # noqa: E402
+from distdyn.train import (BlockForward, MemberRNG, Runtime, compiled, make_optimizer, member_step,  # noqa: E402
+                           teacher_outputs)
 
 PAIRS = {
     "cait": dict(teacher={"model": "cait_s24_224", "overrides": {}}, student={"model": "deit_tiny_patch16_224", "overrides": {}},
@@ -95,6 +104,68 @@ def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True, mode: st
     return step
 
 
+def student_group(p: dict, device, n: int, compile: bool = True, mode: str | None = None):
+    """The teacher's forward and n students (own weights, loss, optimizer and RNG stream), as a group job builds them."""
+    teacher, _, _ = build(p, device)
+    cuda = device.type == "cuda"
+    rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile,
+                 compile_mode=mode or "default")
+    if rt.compile:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * n + 8)
+    members = []
+    for i in range(n):
+        torch.manual_seed(i)
+        student = create_model(p["student"], p["classes"], p["chans"]).to(device)
+        crit = DistillationLoss("spectral", p["pairs"], alpha=0.9, tau=1.0, feature_weight=0.2,
+                                label_smoothing=0.1).to(device)
+        opt, _ = make_optimizer(student, crit, TRAIN, rt)
+        members.append((compiled(BlockForward(student, crit.student_indices), rt), crit, opt, MemberRNG(device)))
+    return rt, compiled(BlockForward(teacher, sorted({t for _, t in p["pairs"]})), rt), members
+
+
+def group_steps(p: dict, device, x_host, y_host, n: int, mode: str | None = None) -> dict:
+    """Step functions of one round: shared (one teacher forward for all), separate, and the parts alone."""
+    rt, t_fwd, members = student_group(p, device, n, mode=mode)
+    x, y = x_host.to(device), y_host.to(device)
+    cached = teacher_outputs(t_fwd, x, rt)
+
+    def step_of(member, zt, ft):
+        fwd, crit, opt, rng = member
+        with rng.active():
+            member_step(fwd, crit, opt, x, y, zt, ft, rt)
+
+    def shared():
+        zt, ft = teacher_outputs(t_fwd, x, rt)
+        for m in members:
+            step_of(m, zt, ft)
+
+    def separate():
+        for m in members:
+            step_of(m, *teacher_outputs(t_fwd, x, rt))
+
+    return {"shared": shared, "separate": separate, "teacher": lambda: teacher_outputs(t_fwd, x, rt),
+            "student": lambda: step_of(members[0], *cached)}
+
+
+def group_benchmark(p: dict, device, x, y, n: int, args) -> None:
+    batch = len(y)
+    steps = group_steps(p, device, x, y, n, mode=args.compile_mode if device.type == "cuda" else None)
+    runs = {k: [] for k in steps}
+    for _ in range(args.repeat):  # alternating, so that a noisy machine hits both alike
+        for k, fn in steps.items():
+            runs[k].append(images_per_s(fn, batch, args.steps, args.warmup, device))
+    best = {k: max(v) for k, v in runs.items()}
+    every = lambda k: " ".join(f"{v:.1f}" for v in runs[k])  # noqa: E731
+    t_teacher, t_student = batch / best["teacher"], batch / best["student"]
+    print(f"{'teacher forward':44s} {best['teacher']:10.1f} images/s   ({t_teacher:.3f} s per batch; all: {every('teacher')})")
+    print(f"{'student step (teacher outputs given)':44s} {best['student']:10.1f} images/s   ({t_student:.3f} s per batch; all: {every('student')})")
+    print(f"{f'separate: {n} x (teacher forward + step)':44s} {best['separate']:10.1f} images/s per student   (all: {every('separate')})")
+    print(f"{f'shared: 1 teacher forward + {n} steps':44s} {best['shared']:10.1f} images/s per student   (all: {every('shared')})")
+    expected = (t_student + t_teacher / n) / (t_student + t_teacher)
+    print(f"{'per-student step cost, shared / separate':44s} {best['separate'] / best['shared']:10.2f}    "
+          f"(from the parts: (student + teacher / {n}) / (student + teacher) = {expected:.2f})")
+
+
 def images_per_s(step, batch: int, steps: int, warmup: int, device) -> float:
     for _ in range(warmup):
         step()
@@ -117,6 +188,9 @@ def main() -> int:
     a.add_argument("--compile-mode", default="reduce-overhead",
                    help="torch.compile mode of distdyn's step on CUDA (train.compile_mode; default: %(default)s)")
     a.add_argument("--also-mode", nargs="*", default=[], help="further compile modes to time (CUDA)")
+    a.add_argument("--students", type=int, default=0,
+                   help="N > 0: N students on one teacher, shared forward against N separate steps")
+    a.add_argument("--repeat", type=int, default=1, help="with --students: alternating runs of each (best printed)")
     args = a.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,8 +203,12 @@ def main() -> int:
     y = torch.randint(0, p["classes"], (batch,), generator=g)
     if device.type == "cuda":
         x = x.pin_memory()
-    print(f"{args.pair}: {p['teacher']['model']} -> {p['student']['model']}, batch {batch}, spectral loss on "
+    print(f"{args.pair}: {p['teacher']['model']} -> {p['student']['model']}, batch {batch}, "
+          f"{f'{args.students} students, ' if args.students else ''}spectral loss on "
           f"{p['pairs']}, device {name}, torch {torch.__version__}")
+    if args.students:
+        group_benchmark(p, device, x, y, args.students, args)
+        return 0
     ref = images_per_s(reference_step(p, device, x, y), batch, args.steps, args.warmup, device)
     print(f"{'reference':34s} {ref:10.1f} images/s")
     if device.type == "cuda":  # distdyn's step without compile (train.compile: off) and in the other modes

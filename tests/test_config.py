@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from distdyn.config import (ConfigError, checkpoint_epochs, load_config, read_schema, resolve_pairs,
                             student_spec, teacher_spec)
 
@@ -12,7 +13,7 @@ def test_default_config_is_valid_and_complete():
     names = [s["name"] for s in cfg["settings"]]
     assert names == ["baseline", "logit", "spectral_first", "spectral_last", "spectral_first_last",
                      "projector_first", "projector_last", "projector_first_last"]
-    assert cfg["seeds"] == [0]
+    assert cfg["seeds"] == [0, 1]  # two seeds: intervals in the claims, error bars in the figures
     d = cfg["distill"]
     assert (d["alpha"], d["tau"], d["feature_weight"], d["label_smoothing"]) == (0.9, 1.0, 0.2, 0.1)
     t, s = cfg["teacher"]["overrides"], cfg["student"]["overrides"]
@@ -153,7 +154,7 @@ def test_numbers_written_as_strings_are_coerced_where_the_schema_wants_numbers(t
 
 def test_pretrained_teacher_spec_reads_the_fetched_weights(tiny_raw, tmp_path):
     weights = tmp_path / "teacher.pth"
-    weights.write_bytes(b"")
+    torch.save({}, weights)  # plan time looks at a weights file's bytes: an empty one is refused
     tiny_raw["teacher"]["pretrained"] = str(weights)
     tiny_raw["teacher"]["train"]["epochs"] = 0
     spec = teacher_spec(load_config(tiny_raw))
@@ -168,7 +169,7 @@ def test_pretrained_teacher_spec_reads_the_fetched_weights(tiny_raw, tmp_path):
 
 def test_analysis_only_config_is_valid_and_needs_weights(tiny_raw, tmp_path):
     ckpt = tmp_path / "mine.pt"
-    ckpt.write_bytes(b"")
+    torch.save({}, ckpt)
     raw = {"data": tiny_raw["data"], "probe": tiny_raw["probe"],
            "extra_models": [{"name": "mine", "model": "vit_tiny_patch16_224", "checkpoint": str(ckpt),
                              "overrides": {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2}}]}
@@ -191,3 +192,21 @@ def test_setting_named_like_an_extra_model_or_the_teacher_is_refused(tiny_raw, t
     tiny_raw["settings"].append({"name": "teacher", "method": "logit"})
     with pytest.raises(ConfigError, match=r"settings\[4\]\.name.*reserved"):
         load_config(tiny_raw)
+
+
+def test_imagefolder_description_is_kept_on_disk_until_a_class_folder_changes(tmp_path, monkeypatch):
+    """Every SLURM job parses the Snakefile: only the first walks the ImageFolder tree."""
+    from distdyn import config, data
+    from test_commands import fake_imagefolder
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config.validate_schema({"data": {"source": "imagefolder", "root": str(fake_imagefolder(tmp_path / "f"))}})
+    walks = []
+    real = data.describe
+    monkeypatch.setattr(data, "describe", lambda c: walks.append(1) or real(c))
+    first = config.data_info(cfg["data"])
+    config._DATA_INFO.clear()
+    assert config.data_info(cfg["data"]) == first and len(walks) == 1  # a new process: read from disk
+    (tmp_path / "f/val/n01/extra.JPEG").write_bytes((tmp_path / "f/val/n01/0.JPEG").read_bytes())
+    config._DATA_INFO.clear()
+    assert config.data_info(cfg["data"]).val_size == first.val_size + 1 and len(walks) == 2

@@ -71,3 +71,30 @@ def test_two_process_ddp_matches_one_process_on_imagefolder_with_deit_transforms
     ddp = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [round(l["train_loss"], 4) for l in single] == [round(l["train_loss"], 4) for l in ddp]
     assert single[0]["images_per_s"] and len(single) == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_group_matches_one_process(tiny_cfg, tmp_path):
+    """A group job (students sharing one teacher forward) under torchrun: each member's weights as with
+    one process, each member's own DDP reducer (the ranks step the members in the same order)."""
+    train.run(teacher_spec(tiny_cfg), tmp_path / "teacher")
+    teacher = str(tmp_path / "teacher" / "final.pt")
+    names = ("logit", "spectral_last")  # (a projector's BatchNorm sees each rank's half of the batch: not compared)
+    single = [{"spec": student_spec(tiny_cfg, n, 0), "out": str(tmp_path / "single" / n)} for n in names]
+    train.run_group(single, teacher_path=teacher)
+    ddp = [{**m, "out": str(tmp_path / "ddp" / m["spec"]["name"])} for m in single]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
+           "--group", json.dumps(ddp), "--teacher", teacher]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("x2 (DDP)") == len(names)  # each member's device line, from rank 0 only
+    for n in names:
+        a = load_checkpoint(tmp_path / "single" / n / "final.pt")["model"]
+        b = load_checkpoint(tmp_path / "ddp" / n / "final.pt")["model"]
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{n}: {k}")
+        la = [json.loads(l) for l in (tmp_path / "single" / n / "log.jsonl").read_text().splitlines()]
+        lb = [json.loads(l) for l in (tmp_path / "ddp" / n / "log.jsonl").read_text().splitlines()]
+        assert [round(l["train_loss"], 4) for l in la] == [round(l["train_loss"], 4) for l in lb]
+        assert [l["test_acc1"] for l in la] == [l["test_acc1"] for l in lb]

@@ -36,8 +36,8 @@ def analysis_only(tmp_path_factory):
 
 def test_analysis_only_runs_no_training(analysis_only):
     _, jobs = analysis_only
-    assert jobs == {"select_probe": 1, "fetch_weights": 2, "dump_model_activations": 2, "compute_model_metrics": 2,
-                    "gather_metrics": 1, "phases": 1, "encoding": 1, "plot": 1, "all": 1}
+    assert jobs == {"select_probe": 1, "fetch_weights": 2, "dump_model_activations": 2, "build_kernels": 1,
+                    "compute_model_metrics": 2, "gather_metrics": 1, "phases": 1, "encoding": 1, "plot": 1, "all": 1}
 
 
 def test_each_model_is_dumped_measured_and_plotted(analysis_only):

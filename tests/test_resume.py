@@ -96,3 +96,52 @@ def test_stale_resume_state_is_ignored(tiny_cfg, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is stale" in err and "ignored" in err
     assert len((tmp_path / "out" / "log.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.fixture(scope="module")
+def group_setup(slow_setup):
+    """Two students of seed 0 that train together, each with a reference trained alone."""
+    spec, tmp = slow_setup
+    logit = {**spec, "name": "logit", "setting": {**spec["setting"], "name": "logit", "method": "logit", "pairs": []}}
+    train.run(logit, tmp / "reference_logit", teacher_path=str(tmp / "teacher" / "final.pt"))
+    return {"spectral_last": (spec, tmp / "reference"), "logit": (logit, tmp / "reference_logit")}, tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, drop", [(signal.SIGKILL, None), (signal.SIGTERM, "logit")],
+                         ids=["SIGKILL", "SIGTERM-one-member-from-scratch"])
+def test_killed_group_job_resumes_every_member_to_identical_weights(group_setup, sig, drop):
+    """A group job (one teacher forward for both students) killed after two epochs resumes each member
+    from its own resume state; with `drop`, that member's state is lost and it trains from scratch,
+    alone until it has caught up with the other. Each member, restored from the store into its output
+    folder, equals its run alone: weights of every checkpoint, and log lines."""
+    members_ref, tmp = group_setup
+    run = tmp / f"group_{sig}"
+    store = run / "store"
+    members = [{"spec": spec, "out": str(run / "out" / name), "resume": str(run / "resume" / f"{name}.pt"),
+                "ready": str(run / "ready" / f"{name}.json")} for name, (spec, _) in members_ref.items()]
+    cmd = [sys.executable, "-m", "distdyn.train", "--group", json.dumps(members), "--store", str(store),
+           "--code", "test", "--teacher", str(tmp / "teacher" / "final.pt")]
+    from distdyn.store import entry_dir, staging_dir
+
+    entries = {m["spec"]["name"]: entry_dir(store, m["spec"], "test") for m in members}
+    rc = _kill_after(cmd, staging_dir(entries["spectral_last"]) / "log.jsonl", 2, sig)
+    assert rc != 0 and not (run / "ready").exists()
+    assert all((run / "resume" / f"{name}.pt").is_file() for name in members_ref)
+    if drop:
+        (run / "resume" / f"{drop}.pt").unlink()
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("resumed after epoch") == (1 if drop else 2)
+    assert json.loads((run / "ready" / "logit.json").read_text())["status"] == "trained"
+    for name, (_, reference) in members_ref.items():
+        out = run / "out" / name
+        restored = subprocess.run([sys.executable, "-m", "distdyn.store", "restore", str(entries[name]), "--out",
+                                   str(out)], env=_env(), capture_output=True, text=True, timeout=60)
+        assert restored.returncode == 0, restored.stderr
+        for f in ("epoch_2.pt", "epoch_4.pt", "final.pt"):
+            assert _same_weights(out / f, reference / f), (name, f)
+        lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+        ref = [json.loads(l) for l in (reference / "log.jsonl").read_text().splitlines()]
+        assert [(l["train_loss"], l["test_acc1"]) for l in lines] == [(l["train_loss"], l["test_acc1"]) for l in ref]
+        assert not (run / "resume" / f"{name}.pt").exists()  # cleared once published

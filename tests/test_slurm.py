@@ -38,6 +38,7 @@ TARGETS = ("results/metrics/layers.csv", "results/metrics/accuracy.csv")
 GPU_RULES = {
     "pretrain_teacher": [""],
     "dump_model_activations": ["teacher"],
+    "distill_group": ["0"],  # logit and spectral_last of seed 0, one teacher forward per batch
     "distill_student": [f"{s}_0" for s in SETTINGS],
     "dump_activations": [f"{s}_0" for s in SETTINGS],
 }
@@ -182,10 +183,13 @@ def test_every_job_went_through_slurm_and_gpu_rules_got_a_gpu(runs):
         else:
             assert "gpu" not in job["tres"], (rule, job)
     # Inside the job SLURM granted one fake GPU (a /dev/null clone), so training fell back to the CPU,
-    # with the one thread the rule asked for; the job step itself ran `srun ... --gpus=1`.
+    # with the one thread the rule asked for; the job step itself ran `srun ... --gpus=1`. The two
+    # students that need the teacher trained in the group job; their own jobs restored them and show
+    # the group's log lines of that student.
     for s in SETTINGS:
         log = (slurm / f"results/logs/distill_student/{s}_seed_0.log").read_text()
         assert "device cpu" in log and "threads 1" in log, log
+        assert ("restored" in log) == (s != "baseline"), log
     jobstep = next((slurm / "results/logs/slurm/rule_distill_student/logit_0").glob("*.log")).read_text()
     assert re.search(r"'CUDA_VISIBLE_DEVICES': '[0-9]'", jobstep) and "--gpus=1" in jobstep, jobstep[-3000:]
 

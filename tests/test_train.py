@@ -126,3 +126,74 @@ def test_compiled_training_loop_matches_eager_on_cpu(tiny_cfg, teacher_ckpt, tmp
     we, wc = _weights(tmp_path / "eager" / "final.pt"), _weights(tmp_path / "compiled" / "final.pt")
     for k in we:
         torch.testing.assert_close(wc[k], we[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def _ckpt_equal(a, b):
+    """Two checkpoints hold the same weights (bit for bit) and the same record."""
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    wa, wb = ca.pop("model"), cb.pop("model")
+    return ca == cb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _lines(path):
+    return [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_s")}
+            for l in path.read_text().splitlines()]
+
+
+def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckpt, tmp_path):
+    """One teacher forward per batch for all members, each member's step on its own RNG stream: with
+    dropout and drop-path drawing from it, every member's weights, checkpoints and log lines equal
+    those of training it alone (and a member without the teacher can train in the group too)."""
+    from distdyn.config import load_config
+
+    tiny_raw["student"]["overrides"].update(drop_rate=0.1, drop_path_rate=0.2)
+    cfg = load_config(tiny_raw)
+    names = ["logit", "spectral_last", "projector_first", "baseline"]
+    members = [{"spec": student_spec(cfg, n, 0), "out": str(tmp_path / "group" / n)} for n in names]
+    status = train.run_group(members, teacher_path=str(teacher_ckpt))
+    assert status == {n: "trained" for n in names}
+    for n in names:
+        train.run(student_spec(cfg, n, 0), tmp_path / "alone" / n, teacher_path=str(teacher_ckpt))
+        for f in ("epoch_1.pt", "final.pt"):
+            assert _ckpt_equal(tmp_path / "group" / n / f, tmp_path / "alone" / n / f), (n, f)
+        assert _lines(tmp_path / "group" / n / "log.jsonl") == _lines(tmp_path / "alone" / n / "log.jsonl"), n
+    # the members really differ from each other (own losses, own streams)
+    assert not _ckpt_equal(tmp_path / "group" / "logit" / "final.pt", tmp_path / "group" / "spectral_last" / "final.pt")
+
+
+def test_group_refuses_members_with_different_batches(tiny_cfg, teacher_ckpt, tmp_path):
+    a, b = student_spec(tiny_cfg, "logit", 0), student_spec(tiny_cfg, "spectral_last", 1)
+    with pytest.raises(ValueError, match="'logit' and 'spectral_last' cannot train together: their seed differ"):
+        train.run_group([{"spec": a, "out": str(tmp_path / "a")}, {"spec": b, "out": str(tmp_path / "b")}],
+                        teacher_path=str(teacher_ckpt))
+
+
+def test_group_with_a_store_publishes_skips_and_reports_a_failed_member(tiny_cfg, teacher_ckpt, tmp_path, capsys):
+    """Published members are restored into their folders (hard links) and skipped by the next group job;
+    a member whose loss turns non-finite fails alone: its job reports the error once, then trains again."""
+    from distdyn import store
+
+    good, bad = student_spec(tiny_cfg, "logit", 0), student_spec(tiny_cfg, "spectral_last", 0)
+    bad["setting"]["feature_weight"] = float("inf")
+    members = [{"spec": s, "out": str(tmp_path / "out" / s["name"]), "resume": str(tmp_path / "resume" / s["name"]),
+                "ready": str(tmp_path / "ready" / f"{s['name']}.x.json")} for s in (good, bad)]
+    root = tmp_path / "store"
+    assert train.run_group(members, teacher_path=str(teacher_ckpt), store=str(root), code="c") == {
+        "logit": "trained", "spectral_last": "failed"}
+    assert json.loads((tmp_path / "ready" / "spectral_last.x.json").read_text())["status"] == "failed"
+    entry = store.entry_dir(root, good, "c")
+    assert store.main(["restore", str(entry), "--out", str(tmp_path / "out" / "logit")]) == 0
+    assert (tmp_path / "out" / "logit" / "final.pt").stat().st_ino == (entry / "final.pt").stat().st_ino
+    assert load_checkpoint(tmp_path / "out" / "logit" / "final.pt")["job_key"] == store.job_key(good, "c")
+    failed = store.entry_dir(root, bad, "c")
+    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad")]) == store.FAILED
+    assert "error: non-finite total loss" in capsys.readouterr().err
+    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad")]) == store.NOT_STORED
+    # a second group job: logit is stored, nothing else to train once spectral_last is fixed and stored
+    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root), code="c") == {"logit": "stored"}
+    # a finished output folder under the same key is adopted instead of trained again
+    import shutil
+
+    shutil.rmtree(entry.parent)
+    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root), code="c") == {"logit": "adopted"}
+    assert store.read(entry)["files"] == ["log.jsonl", "epoch_1.pt", "final.pt"]

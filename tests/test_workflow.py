@@ -94,7 +94,9 @@ def test_report_builds(finished_run):
 
 AGGREGATES = {"gather_metrics": 1, "gather_cka": 1, "accuracy_tables": 1, "phases": 1, "encoding": 1,
               "plot": 1, "claims": 1}
-ONE_STUDENT = {"distill_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1}
+# A student that needs the teacher trains in its seed's group job (distill_group, which skips the
+# stored students) and is restored by its own job.
+ONE_STUDENT = {"distill_group": 1, "distill_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1}
 
 
 @pytest.fixture
@@ -132,6 +134,50 @@ def test_changed_loss_weight_reruns_that_setting_and_aggregates(rerun_dir):
     assert "results/students/logit/seed_0/final.pt" not in out
 
 
+STUDENTS = ["baseline", "logit", "spectral_last", "projector_first"]
+
+
+def _student_files(workdir):
+    """Every file of every student's output folder: its bytes, inode and mtime."""
+    return {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+            for s in STUDENTS for p in sorted((workdir / "results/students" / s / "seed_0").iterdir())}
+
+
+def test_changed_loss_weight_trains_only_that_setting_and_leaves_the_others_untouched(rerun_dir):
+    """The group job of seed 0 re-runs (its members' specs changed) but trains only spectral_last: the
+    other students are in the store under their unchanged keys, and their files are not rewritten."""
+    before = _student_files(rerun_dir)
+
+    def change(cfg):
+        next(s for s in cfg["settings"] if s["name"] == "spectral_last")["feature_weight"] = 0.5
+
+    _edit_config(rerun_dir, change)
+    snakemake(rerun_dir, "--cores", "2", *(f"results/students/{s}/seed_0/final.pt" for s in STUDENTS))
+    after = _student_files(rerun_dir)
+    assert after.keys() == before.keys()
+    changed = {p for p in before if after[p] != before[p]}
+    assert changed == {p for p in before if "spectral_last" in p.parts}
+    assert all(after[p][0] != before[p][0] for p in changed)  # new weights, new log lines
+    ready = [json.loads(p.read_text()) for p in sorted((rerun_dir / "results/students/shared/seed_0").iterdir())]
+    assert {r["name"]: r["status"] for r in ready} == {
+        "logit": "stored", "spectral_last": "trained", "projector_first": "stored"}  # one file each, stale ones gone
+    assert "sharing one teacher forward: spectral_last\n" in (rerun_dir / "results/logs/distill_group/seed_0.log").read_text()
+    own_log = (rerun_dir / "results/logs/distill_student/spectral_last_seed_0.log").read_text()
+    assert "restored spectral_last seed 0" in own_log and "spectral_last seed 0: epoch 2:" not in own_log
+    assert "epoch 2: loss" in own_log  # the student's own lines of the group job, without its prefix
+    assert _planned(rerun_dir) == {k: v for k, v in {**ONE_STUDENT, **AGGREGATES}.items()
+                                   if k not in ("distill_group", "distill_student")}
+
+
+def test_share_teacher_off_trains_every_student_in_its_own_job(tmp_path):
+    from conftest import TINY
+
+    workdir = make_workdir(tmp_path, {**TINY, "student": {**TINY["student"], "share_teacher": False}})
+    assert _planned(workdir) == {**{k: v for k, v in ALL_JOBS.items() if k != "distill_group"}, "build_kernels": 1}
+    out = snakemake(workdir, "-n", "-p", "--cores", "2").stdout
+    assert "--group" not in out and "results/students/shared" not in out
+
+
 def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
     _edit_config(rerun_dir, lambda cfg: cfg["settings"].append({"name": "mse_last", "method": "mse", "layers": "last"}))
     assert _planned(rerun_dir) == {**ONE_STUDENT, **AGGREGATES}
@@ -141,9 +187,10 @@ def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
 
 # ---------------------------------------------------------------- code changes: content fingerprints
 
-ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_student": 4, "dump_model_activations": 1,
+ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 4, "dump_model_activations": 1,
             "dump_activations": 4, "compute_model_metrics": 1, "compute_metrics": 4, "cka": 4, **AGGREGATES}
 METRIC_JOBS = {"compute_model_metrics": 1, "compute_metrics": 4, "cka": 4, **AGGREGATES}
+KERNEL_JOBS = {"build_kernels": 1, **METRIC_JOBS}  # the kernel's source: built again, then the metrics
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +285,7 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
 
 
 @pytest.mark.parametrize("changed, planned", [
-    ("_kernels.c", METRIC_JOBS),
+    ("_kernels.c", KERNEL_JOBS),
     ("metrics.py", METRIC_JOBS),
     ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1}),
     ("plots.py", {"plot": 1}),
@@ -266,9 +313,9 @@ def test_kernel_change_reruns_metrics_and_the_reason_names_the_file(code_run):
     start = re.search(r"^job\s+count$", out, re.M).end()
     table = out[start:out.index("total", start)]
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "all"}
-    assert planned == METRIC_JOBS
+    assert planned == KERNEL_JOBS
     reasons = [line for line in out.splitlines() if "reason: Params have changed" in line]
-    assert len(reasons) >= 5  # compute_*, cka, ...; the jobs after them give "updated input" as their reason
+    assert len(reasons) >= 5  # build_kernels, compute_*, cka, ...; the jobs after them give "updated input"
     for line in reasons:
         before, now = (dict(re.findall(r"([\w.]+)=(\w+)", half)) for half in line.split(" now: "))
         assert [f for f in before if before[f] != now[f]] == ["kernels.py"]
@@ -276,7 +323,7 @@ def test_kernel_change_reruns_metrics_and_the_reason_names_the_file(code_run):
 
 def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
     """Each rule's `params: code=code_fingerprint("distdyn.X")` names the module its command runs."""
-    from distdyn.fingerprint import rules_by_stage
+    from distdyn.fingerprint import closure, rules_by_stage
 
     out = snakemake(code_run, "-n", "-p", "--forceall", "--cores", "2").stdout
     runs, rule = {}, None
@@ -286,8 +333,14 @@ def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
             rule = m.group(1)
         for module in re.findall(r"-m (distdyn\.\w+)", line):
             runs.setdefault(rule, set()).add(module)
-    declared = {r: {m} for m, rules in rules_by_stage(code_run / "workflow" / "rules").items() for r in rules}
-    assert len(runs) >= 15 and runs == {r: declared.get(r) for r in runs}
+    declared = {r: m for m, rules in rules_by_stage(code_run / "workflow" / "rules").items() for r in rules}
+    assert len(runs) >= 15 and set(runs) <= set(declared), set(runs) - set(declared)
+    for r, modules in runs.items():
+        # the declared module, and only modules whose code its fingerprint covers (distill_student also
+        # runs distdyn.store, which distdyn.train imports)
+        covered = {f"distdyn.{p.stem}" for p in closure(declared[r], code_run / "workflow")}
+        assert declared[r] in modules and modules <= covered, (r, modules, declared[r])
+    assert runs["distill_student"] == {"distdyn.store", "distdyn.train"}
 
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])

@@ -48,12 +48,20 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
+DOCS = ("README.md", "docs/*.md")
+
+
+def documents() -> list[tuple[str, str]]:
+    """(path, text) of the README and the pages under docs/."""
+    paths = [p for pattern in DOCS for p in sorted(ROOT.glob(pattern))]
+    return [(str(p.relative_to(ROOT)), p.read_text()) for p in paths]
+
+
 def readme_python_snippets() -> list[str]:
-    """The `python -c "..."` lines of the README's ```bash blocks (steps a reader runs before a command)."""
+    """The `python -c "..."` lines of the documents' ```bash blocks (steps a reader runs before a command)."""
     import re
 
-    text = (ROOT / "README.md").read_text()
-    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for _, text in documents() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
             for line in block.splitlines() if line.strip().startswith("python -c ")]
 
 
@@ -66,14 +74,14 @@ def documented_commands() -> list[tuple[str, str]]:
     import re
 
     found = []
-    text = (ROOT / "README.md").read_text()
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            if re.match(r"(\.venv/bin/)?snakemake\s", line):
-                found.append(("README.md", " ".join(line.split())))
-    for span in re.findall(r"`((?:\.venv/bin/)?snakemake\s[^`]+)`", text):
-        found.append(("README.md", " ".join(span.split())))
+    for where, text in documents():
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                if re.match(r"(\.venv/bin/)?snakemake\s", line):
+                    found.append((where, " ".join(line.split())))
+        for span in re.findall(r"`((?:\.venv/bin/)?snakemake\s[^`]+)`", text):
+            found.append((where, " ".join(span.split())))
     for preset in sorted((ROOT / "presets").glob("*.yaml")):
         header = []
         for line in preset.read_text().splitlines():

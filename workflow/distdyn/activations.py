@@ -27,15 +27,16 @@ import torch
 
 from . import __version__
 from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
+from .errors import CheckpointError, DistdynError, TableError, cli, first_line, read_table, remedy
 from .jobenv import granted_device
-from .models import forward_with_blocks, load_checkpoint
+from .models import checkpoint_record, forward_with_blocks
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
 ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "layer_names", "config_hash", "distdyn_version")
 
 
-class DumpError(ValueError):
-    """An HDF5 file that is not a complete distdyn activation dump."""
+class DumpError(DistdynError):
+    """An HDF5 file that is not a complete, finite distdyn activation dump of what its reader asked for."""
 
 
 # ---------------------------------------------------------------- probe set
@@ -69,6 +70,25 @@ def _atomic_csv(df: pd.DataFrame, out: str | Path) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, out)
+
+
+def read_probe(path: str | Path, split) -> pd.DataFrame:
+    """The probe set's CSV, checked against the validation split it indexes; TableError naming it."""
+    probe = read_table(path, ["index", "label"])
+    if probe.empty:
+        raise TableError(path, f"holds no probe images; {remedy(path)}")
+    if not all(pd.api.types.is_integer_dtype(probe[c]) for c in ("index", "label")):
+        raise TableError(path, f"has non-integer index or label values; {remedy(path)}")
+    n, labels = len(split), val_labels(split)
+    bad = probe[(probe["index"] < 0) | (probe["index"] >= n)]
+    if len(bad):
+        raise TableError(path, f"index {int(bad['index'].iloc[0])} is out of range: the validation split has {n} "
+                               f"images (0..{n - 1}); {remedy(path)}")
+    wrong = int((labels[probe["index"].to_numpy()] != probe["label"].to_numpy()).sum())
+    if wrong:
+        raise TableError(path, f"{wrong} of its {len(probe)} labels differ from the validation split's: the probe set "
+                               f"of other data; {remedy(path)}")
+    return probe
 
 
 def probe_batches(split, indices: np.ndarray, batch_size: int):
@@ -141,11 +161,15 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
     """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename)."""
     from .train import build_from_checkpoint
 
-    ckpt = load_checkpoint(ckpt_path)
-    model = build_from_checkpoint(ckpt, device)
+    ckpt = checkpoint_record(ckpt_path)
+    try:
+        model = build_from_checkpoint(ckpt, device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise CheckpointError(ckpt_path, f"its weights do not fit its own architecture record ({first_line(e)}); "
+                                         f"{remedy(ckpt_path)}") from None
     model.requires_grad_(True)
     split = val_split(data_cfg, ckpt["overrides"].get("img_size"))
-    probe = pd.read_csv(probe_file)
+    probe = read_probe(probe_file, split)
     indices = probe["index"].to_numpy()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +190,9 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
                     f.attrs.update({"grid_h": int(gh), "grid_w": int(gw), "layer_names": [f"blocks.{i}" for i in range(L)]})
                     value_range = ValueRange(L)
                 stop = start + len(y)
-                stored = blocks.cpu().numpy().astype(dtype)
+                computed = blocks.cpu().numpy()
+                stored = computed.astype(dtype)
+                refuse_non_finite(computed, stored, grad_mag.cpu().numpy(), ckpt_path, start)
                 f["blocks"][:, start:stop] = stored
                 value_range.update(stored)
                 f["logits"][start:stop] = logits.cpu().numpy()
@@ -186,6 +212,26 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
     return out
 
 
+def refuse_non_finite(blocks: np.ndarray, stored: np.ndarray, grad_mag: np.ndarray, ckpt_path, first_image: int) -> None:
+    """A dump never holds NaN or Inf (its entropy would read as 0): CheckpointError naming the checkpoint and the layer.
+
+    `blocks`: one batch's block outputs [L, b, N, C] as computed, `stored`: as they would be stored. The block
+    outputs come first: a NaN in one layer makes the gradients of every layer before it NaN too."""
+    broken = "the checkpoint's weights are broken (diverged training?)"
+    checks = [("block output", blocks, broken), ("gradient magnitude", grad_mag, broken)]
+    if stored.dtype != blocks.dtype:
+        checks.insert(1, ("block output", stored, f"the values overflow dump.dtype {stored.dtype}; set dump.dtype: float32"))
+    for what, values, cause in checks:
+        for layer in range(len(values)):
+            bad = ~np.isfinite(values[layer])
+            if bad.any():
+                image = first_image + int(np.argwhere(bad)[0][0])
+                raise CheckpointError(ckpt_path, f"layer {layer + 1} (blocks.{layer}) gives a non-finite {what} "
+                                                 f"({int(np.isnan(values[layer]).sum())} NaN, "
+                                                 f"{int(np.isinf(values[layer]).sum())} Inf, the first at probe image "
+                                                 f"{image}), so no dump is written: {cause}")
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -194,15 +240,22 @@ def open_dump(path: str | Path) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except (OSError, FileNotFoundError) as e:
-        raise DumpError(f"{path}: not a readable HDF5 file ({e})") from e
+        raise DumpError(path, f"not a readable HDF5 file ({first_line(e)}); {remedy(path)}") from None
     missing = [d for d in DATASETS if d not in f] + [a for a in ATTRS if a not in f.attrs]
     if missing:
         f.close()
-        raise DumpError(f"{path}: not a complete distdyn activation dump (missing {', '.join(missing)})")
-    L, B, N, C = f["blocks"].shape
-    if f["grad_magnitude"].shape != (L, B) or f["labels"].shape != (B,) or f.attrs["grid_h"] * f.attrs["grid_w"] != N:
+        raise DumpError(path, f"not a complete distdyn activation dump (missing {', '.join(missing)})")
+    shape = f["blocks"].shape
+    if len(shape) != 4 or f["grad_magnitude"].shape != shape[:2] or f["labels"].shape != shape[1:2] \
+            or f.attrs["grid_h"] * f.attrs["grid_w"] != shape[2]:
         f.close()
-        raise DumpError(f"{path}: inconsistent shapes (blocks {f['blocks'].shape})")
+        raise DumpError(path, f"inconsistent shapes (blocks {shape})")
+    recorded = stored_value_range(f)
+    if recorded is not None and not (np.isfinite(recorded[0]).all() and np.isfinite(recorded[1]).all()):
+        layer = int(np.flatnonzero(~(np.isfinite(recorded[0]) & np.isfinite(recorded[1])))[0])
+        f.close()
+        raise DumpError(path, f"layer {layer + 1} holds NaN or Inf (its recorded value range); {remedy(path)} "
+                              f"(the dump job refuses to write non-finite values)")
     return f
 
 
@@ -213,9 +266,22 @@ def dump_meta(f: h5py.File) -> dict:
             "seed": int(a["seed"]), "epoch": int(a["epoch"])}
 
 
+def check_identity(f: h5py.File, path, expected: dict | None) -> dict:
+    """The dump's identifying attributes, which must equal every key of `expected` (what the reader was
+    asked to read: model, role, setting, seed, epoch); DumpError naming the file otherwise."""
+    meta = dump_meta(f)
+    wrong = {k: v for k, v in (expected or {}).items() if str(meta.get(k)) != str(v)}
+    if wrong:
+        said = ", ".join(f"{k} {meta.get(k)!r}" for k in wrong)
+        asked = ", ".join(f"{k} {v!r}" for k, v in wrong.items())
+        raise DumpError(path, f"is another run's dump: its attributes say {said}, this job reads {asked}; {remedy(path)}")
+    return meta
+
+
 # ---------------------------------------------------------------- CLI
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     from .train import read_spec
 

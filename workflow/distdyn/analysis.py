@@ -19,6 +19,7 @@ Dumps are read one layer and `chunk_images` images at a time, never the whole /b
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,8 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import dump_meta, open_dump
-from .metrics import ID_COLUMNS, bootstrap_ci, write_csv
+from .activations import DumpError, check_identity, open_dump
+from .errors import cli, read_table, remedy
+from .metrics import ID_COLUMNS, LAYER_COLUMNS, bootstrap_ci, write_csv
 
 CKA_COLUMNS = [*ID_COLUMNS, "student_layer", "teacher_layer", "cka"]
 PHASE_COLUMNS = [*ID_COLUMNS, "num_layers", "min_layer", "h_first", "h_min", "h_last", "drop", "rise",
@@ -74,19 +76,27 @@ def _examples(x: torch.Tensor, pool: bool) -> torch.Tensor:
 def _check_same_probe(fs, ft, student_dump, teacher_dump) -> None:
     ps, pt = np.asarray(fs["probe_indices"]), np.asarray(ft["probe_indices"])
     if ps.shape != pt.shape or not np.array_equal(ps, pt):
-        raise ValueError(f"{student_dump} and {teacher_dump} have different probe_indices; "
-                         "CKA needs the same images in the same order")
+        raise DumpError(student_dump, f"it and {teacher_dump} have different probe_indices; "
+                                      "CKA needs the same images in the same order")
 
 
-def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64) -> np.ndarray:
+def _refuse_non_finite(path, layer: int) -> None:
+    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf; {remedy(path)} (the dump job refuses to write non-finite values)")
+
+
+def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64,
+               expect: tuple[dict | None, dict | None] = (None, None)) -> np.ndarray:
     """Linear CKA between every student and teacher layer, streamed: [L_s, L_t].
 
     Accumulates X^T X, Y^T Y, X^T Y and column sums in float64 over image chunks, then
     centres algebraically (X_c^T Y_c = X^T Y - n mu_x mu_y^T), so no chunk needs the
     global means. Memory: one chunk of every student layer (in its stored dtype) plus the
     [L_s, L_t, C_s, C_t] cross-moments (170 MB for 12 x 24 layers of 192 x 384 channels).
+    `expect`: the identifying attributes the student and the teacher dump must have (DumpError otherwise).
     """
     with open_dump(student_dump) as fs, open_dump(teacher_dump) as ft:
+        check_identity(fs, student_dump, expect[0])
+        check_identity(ft, teacher_dump, expect[1])
         _check_same_probe(fs, ft, student_dump, teacher_dump)
         xs_all, yt_all = fs["blocks"], ft["blocks"]
         Ls, B, Ns, Cs = xs_all.shape
@@ -113,6 +123,9 @@ def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images:
                 for i in range(Ls):
                     xy[i, j] += xs[i].double().T @ y
             n += y.shape[0]
+    for sums, path in ((sx, student_dump), (sy, teacher_dump)):  # NaN and Inf propagate into the column sums
+        for layer in torch.nonzero(~torch.isfinite(sums).all(1)).flatten().tolist():
+            _refuse_non_finite(path, layer)
     xx -= sx.unsqueeze(2) * sx.unsqueeze(1) / n
     yy -= sy.unsqueeze(2) * sy.unsqueeze(1) / n
     out = np.zeros((Ls, Lt))
@@ -122,11 +135,12 @@ def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images:
     return out
 
 
-def cka_rows(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64) -> pd.DataFrame:
+def cka_rows(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64,
+             expect: tuple[dict | None, dict | None] = (None, None)) -> pd.DataFrame:
     """Tidy CKA table, one row per (student layer, teacher layer), layers 1-based, ids from the student."""
-    m = cka_matrix(student_dump, teacher_dump, chunk_images)
+    m = cka_matrix(student_dump, teacher_dump, chunk_images, expect)
     with open_dump(student_dump) as f:
-        meta = dump_meta(f)
+        meta = check_identity(f, student_dump, expect[0])
     Ls, Lt = m.shape
     return pd.DataFrame({**meta, "student_layer": np.repeat(np.arange(1, Ls + 1), Lt),
                          "teacher_layer": np.tile(np.arange(1, Lt + 1), Ls), "cka": m.ravel()})[CKA_COLUMNS]
@@ -249,13 +263,14 @@ def sep_permutation_shifts(moment: torch.Tensor, levels=SEP_LEVELS, permutations
 
 
 def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int = 100, seed: int = 0,
-                   chunk_images: int = 64) -> dict:
+                   chunk_images: int = 64, expect: dict | None = None) -> dict:
     """Per-image SVD/PCA dims, the SEP moment and permutation shifts for one layer (0-based; negative from the end).
 
     Two passes over the layer's images: the first gathers SVD dims, the uncentred second
     moment M and the SEP moment; the second measures each image against M's eigenbasis.
     """
     with open_dump(dump_path) as f:
+        meta = check_identity(f, dump_path, expect)
         blocks = f["blocks"]
         L, B, N, C = blocks.shape
         layer = range(L)[layer]  # IndexError for a layer the dump lacks
@@ -265,6 +280,8 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
         tokens, svd = 0, []
         for b0, b1 in _chunks(B, chunk_images):
             x = _read(blocks, layer, b0, b1)
+            if not torch.isfinite(x).all():
+                _refuse_non_finite(dump_path, layer)
             svd.append(svd_dims(x))
             t = x.reshape(-1, C)
             second += t.T @ t
@@ -273,7 +290,6 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
             tokens += k
         basis = pca_basis(second / (B * N))
         pca = [pca_dims(_read(blocks, layer, b0, b1), basis) for b0, b1 in _chunks(B, chunk_images)]
-        meta = dump_meta(f)
     sep = sep / max(tokens, 1)
     return {"meta": meta, "layer": layer + 1, "channels": C, "svd_dims": torch.cat(svd).numpy(),
             "pca_dims": torch.cat(pca).numpy(), "sep_moment": sep, "sep_dims": sep_dims(sep),
@@ -282,7 +298,7 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
 
 def encoding_rows(dump_path: str | Path, layer: int = -1, permutations: int = 100, seed: int = 0, *,
                   percentile: float = 99.0, resamples: int = 1000, level: float = 0.95,
-                  chunk_images: int = 64) -> pd.DataFrame:
+                  chunk_images: int = 64, expect: dict | None = None) -> pd.DataFrame:
     """Tidy encoding-width table for one layer of one dump (layer in the output is 1-based).
 
     svd_dim / pca_dim: the `percentile` over images of d_tau, by np.nanpercentile's default
@@ -290,7 +306,8 @@ def encoding_rows(dump_path: str | Path, layer: int = -1, permutations: int = 10
     sep_perm_shift: mean over permutations of the change in d/D, with a percentile
     bootstrap CI of that mean over the permutations (seeded).
     """
-    w = encoding_width(dump_path, layer, permutations=permutations, seed=seed, chunk_images=chunk_images)
+    w = encoding_width(dump_path, layer, permutations=permutations, seed=seed, chunk_images=chunk_images,
+                       expect=expect)
     C, nan = w["channels"], np.nan
     rows = []
     for name in ("svd_dims", "pca_dims"):
@@ -321,10 +338,24 @@ def _cka_main(argv) -> int:
     p.add_argument("--out", required=True, help="cka.csv")
     p.add_argument("--chunk-images", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--expect", help="JSON list of the attributes each student dump, then the teacher dump, must "
+                                    "have (model, role, setting, seed, epoch)")
     a = p.parse_args(argv)
+    expect = _expect(p, a.expect, len(a.student) + 1)
     torch.set_num_threads(a.threads)
-    write_csv(pd.concat([cka_rows(s, a.teacher, a.chunk_images) for s in a.student], ignore_index=True), a.out)
+    write_csv(pd.concat([cka_rows(s, a.teacher, a.chunk_images, (want, expect[-1]))
+                         for s, want in zip(a.student, expect)], ignore_index=True), a.out)
     return 0
+
+
+def _expect(parser, text: str | None, n: int) -> list:
+    """--expect: a JSON list of n attribute dicts (or n Nones without it)."""
+    if not text:
+        return [None] * n
+    expect = json.loads(text)
+    if len(expect) != n:
+        parser.error(f"--expect lists {len(expect)} dumps, {n} are given")
+    return expect
 
 
 def _phases_main(argv) -> int:
@@ -333,7 +364,7 @@ def _phases_main(argv) -> int:
     p.add_argument("--out", required=True, help="phases.csv")
     p.add_argument("--metric", default="entropy")
     a = p.parse_args(argv)
-    write_csv(phases(pd.read_csv(a.layers), a.metric), a.out)
+    write_csv(phases(read_table(a.layers, LAYER_COLUMNS), a.metric), a.out)
     return 0
 
 
@@ -347,10 +378,12 @@ def _encoding_main(argv) -> int:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the permutation shift")
     p.add_argument("--chunk-images", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--expect", help="JSON list, one object per dump, of the attributes it must have")
     a = p.parse_args(argv)
+    expect = _expect(p, a.expect, len(a.dumps))
     torch.set_num_threads(a.threads)
-    frames = [encoding_rows(d, a.layer, a.permutations, a.seed, resamples=a.resamples, chunk_images=a.chunk_images)
-              for d in a.dumps]
+    frames = [encoding_rows(d, a.layer, a.permutations, a.seed, resamples=a.resamples, chunk_images=a.chunk_images,
+                            expect=want) for d, want in zip(a.dumps, expect)]
     write_csv(pd.concat(frames, ignore_index=True), a.out)
     return 0
 
@@ -358,6 +391,7 @@ def _encoding_main(argv) -> int:
 COMMANDS = {"cka": _cka_main, "phases": _phases_main, "encoding": _encoding_main}
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:

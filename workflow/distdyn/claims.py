@@ -91,6 +91,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import cli, read_table
+
 FEATURE_METHODS = ("spectral", "projector", "mse")
 HOLDS, NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE = "holds", "does not hold", "inconclusive", "not testable"
 VERDICTS = (HOLDS, NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE)
@@ -919,9 +921,10 @@ def write_text(text: str, path: str | Path) -> None:
 
 
 def _read_csv(path):
-    return pd.read_csv(path) if path else None
+    return read_table(path) if path else None
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.claims", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,22 +6,27 @@ The Snakefile validates with Snakemake's own `validate` and then calls
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
 import yaml
 
+from .errors import DistdynError, cli
 from .schema import read_schema
 
 FIRST_LAST = {"first": ("first",), "last": ("last",), "first_last": ("first", "last")}
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message starts with the offending key."""
+class ConfigError(DistdynError):
+    """A configuration problem; `where` (and the message) start with the offending key."""
 
     def __init__(self, key: str, message: str):
-        super().__init__(f"config key '{key}': {message}")
-        self.key = key
+        super().__init__(f"config key '{key}'", message)
+        self.key, self.init_args = key, (key, message)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -90,14 +95,46 @@ def validate_schema(cfg: dict) -> dict:
 
 def load_config(source: str | Path | dict) -> dict:
     """Read (if a path), validate, fill defaults and run the cross-field checks."""
-    if isinstance(source, dict):
-        cfg = copy.deepcopy(source)
-    else:
-        with open(source) as f:
-            cfg = yaml.safe_load(f) or {}
+    cfg = copy.deepcopy(source) if isinstance(source, dict) else read_config_files([source])
     validate_schema(cfg)
     check_config(cfg)
     return cfg
+
+
+def read_config_files(paths) -> dict:
+    """The config that YAML files give, merged in order as Snakemake merges --configfile files (mappings
+    key by key, anything else replaced); a file that is missing or no YAML mapping is a DistdynError naming it."""
+    from .errors import yaml_problem
+
+    def merge(dst: dict, src: dict) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = copy.deepcopy(v)
+
+    cfg: dict = {}
+    for path in paths:
+        if problem := yaml_problem(path):
+            raise DistdynError(path, problem)
+        with open(path) as f:
+            merge(cfg, yaml.safe_load(f) or {})
+    return cfg
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    """python -m distdyn.config [FILE ...]: check an experiment config as the Snakefile does at plan time,
+    without Snakemake (the files merged in order, as after one --configfile; default config.yaml)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m distdyn.config", description=main.__doc__)
+    p.add_argument("files", nargs="*", default=["config.yaml"], help="YAML config files (default: config.yaml)")
+    a = p.parse_args(argv)
+    cfg = load_config(read_config_files(a.files))
+    print(f"{' + '.join(a.files)}: valid ({len(cfg['settings'])} settings x {len(cfg['seeds'])} seeds, "
+          f"{len(cfg['extra_models'])} extra models)")
+    return 0
 
 
 # ---------------------------------------------------------------- derived values
@@ -163,13 +200,63 @@ def _build_shape(key: str, model_cfg: dict, info) -> tuple[int, int]:
                                           f"{model_cfg['overrides']}: {e}") from e
 
 
+def _check_train(key: str, train: dict) -> None:
+    """A training section: a timm optimizer, a batch that splits across the GPUs, checkpoint epochs within the run."""
+    import difflib
+
+    from timm.optim import list_optimizers
+
+    known = list_optimizers()
+    name = train["opt"].lower().split("_")[-1]  # as timm parses it ("lookahead_adamw" is adamw with lookahead)
+    if name not in known:
+        close = ", ".join(difflib.get_close_matches(name, known, n=3))
+        raise ConfigError(f"{key}.opt", f"timm has no optimizer {train['opt']!r}"
+                                        f"{f' (did you mean {close}?)' if close else ''}; "
+                                        f"the names are timm.optim.list_optimizers(), e.g. adamw, sgd, lamb")
+    if train["batch_size"] % train["gpus"]:
+        raise ConfigError(f"{key}.batch_size", f"{train['batch_size']} does not split evenly across "
+                                               f"{key}.gpus = {train['gpus']} processes")
+    every, epochs = train["checkpoint_every"], train["epochs"]
+    beyond = [e for e in ([every] if isinstance(every, int) and every else every or []) if e > epochs]
+    if beyond:
+        raise ConfigError(f"{key}.checkpoint_every", f"epoch {beyond[0]} is beyond the run's {epochs} epochs "
+                                                     f"({key}.epochs); checkpoints can be saved after epochs "
+                                                     f"1..{max(epochs - 1, 0)} (the last epoch is always final.pt)")
+
+
+def _check_input_size(key: str, model_cfg: dict, info) -> None:
+    """The data's image size is the one the model is built for (timm's ViTs refuse any other)."""
+    from .models import input_size
+
+    need = input_size(model_cfg, info.num_classes, info.in_chans)
+    if need is not None and tuple(need) != (info.img_size, info.img_size):
+        raise ConfigError(f"{key}.overrides.img_size", f"{model_cfg['model']} is built for {need[0]}x{need[1]} "
+                                                       f"images, the data gives {info.img_size}x{info.img_size}: set "
+                                                       f"{key}.overrides.img_size: {info.img_size} (or data.img_size: "
+                                                       f"{need[0]} to resize the images)")
+
+
+def _check_weights_file(key: str, path) -> None:
+    """A checkpoint or weights file given in the config looks like one (its first and last bytes only)."""
+    from .models import weights_file_problem
+
+    problem = weights_file_problem(path)
+    if problem:
+        raise ConfigError(key, problem)
+
+
 def check_config(cfg: dict) -> dict:
     """Checks the schema cannot express; each raises one ConfigError naming the key."""
-    from .data import DataError, describe
+    from .data import DataError
     from .models import is_weights_file
 
     if not cfg["settings"] and not cfg["extra_models"]:
         raise ConfigError("settings", "nothing to run: give distillation settings, or extra_models to analyse")
+    seeds = [int(s) for s in cfg["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        twice = next(s for s in seeds if seeds.count(s) > 1)
+        raise ConfigError("seeds", f"seed {twice} is listed twice: each seed is one run, and a repeated one would "
+                                   f"count the same run twice in n_seeds and the standard deviation")
     seen = {"teacher": "the teacher"}
     for key, name in [(f"settings[{i}].name", s["name"]) for i, s in enumerate(cfg["settings"])] + \
                      [(f"extra_models[{i}].name", m["name"]) for i, m in enumerate(cfg["extra_models"])]:
@@ -183,28 +270,35 @@ def check_config(cfg: dict) -> dict:
                       [(f"extra_models[{i}]", m) for i, m in enumerate(cfg["extra_models"])]:
         if entry["checkpoint"] and entry["pretrained"] is not False:
             raise ConfigError(f"{key}.pretrained", f"give either {key}.checkpoint or {key}.pretrained, not both")
-        if entry["checkpoint"] and not Path(entry["checkpoint"]).is_file():
-            raise ConfigError(f"{key}.checkpoint", f"file {entry['checkpoint']} does not exist")
-        if is_weights_file(entry["pretrained"]) and not Path(entry["pretrained"]).is_file():
-            raise ConfigError(f"{key}.pretrained", f"file {entry['pretrained']} does not exist")
+        if entry["checkpoint"]:
+            _check_weights_file(f"{key}.checkpoint", entry["checkpoint"])
+        if is_weights_file(entry["pretrained"]):
+            _check_weights_file(f"{key}.pretrained", entry["pretrained"])
         if key != "teacher" and not entry["checkpoint"] and entry["pretrained"] is False:
             raise ConfigError(f"{key}.checkpoint", "an extra model needs its weights: a checkpoint or pretrained")
     if cfg["settings"] and not teacher_start(cfg) and cfg["teacher"]["train"]["epochs"] < 1:
         raise ConfigError("teacher.train.epochs", "must be at least 1 when no teacher.checkpoint or teacher.pretrained is given")
     if cfg["settings"] and cfg["student"]["train"]["epochs"] < 1:
         raise ConfigError("student.train.epochs", "must be at least 1")
+    for role in ("teacher", "student") if cfg["settings"] else ():
+        _check_train(f"{role}.train", cfg[role]["train"])
     try:
-        info = describe(cfg["data"])
+        info = data_info(cfg["data"])
     except DataError as e:
-        raise ConfigError("data.root", str(e).removeprefix("data.root: ")) from e
+        # A key names itself; a damaged file is named under the key that points to its folder.
+        key = e.where if e.where.startswith(("data.", "probe.")) and "/" not in e.where else None
+        raise (ConfigError(key, e.message) if key else ConfigError("data.root", str(e))) from None
     if cfg["probe"]["size"] > info.val_size:
         raise ConfigError("probe.size", f"{cfg['probe']['size']} probe images requested, "
                                         f"the validation split has {info.val_size}")
     for i, m in enumerate(cfg["extra_models"]):
         _build_shape(f"extra_models[{i}]", m, info)
+        _check_input_size(f"extra_models[{i}]", m, info)
     if not cfg["settings"]:
         return cfg
     shapes = _model_shapes(cfg, info)
+    for role in ("teacher", "student"):
+        _check_input_size(role, cfg[role], info)
     (t_depth, t_width), (s_depth, s_width) = shapes["teacher"], shapes["student"]
     for i, s in enumerate(cfg["settings"]):
         key = f"settings[{i}]"
@@ -229,10 +323,47 @@ def check_config(cfg: dict) -> dict:
 # ---------------------------------------------------------------- job specs
 
 
-def _data_and_models(cfg: dict) -> tuple[dict, object, dict]:
-    from .data import describe
+_DATA_INFO: dict[str, object] = {}
+DATA_INFO_CACHE = Path("results/.cache/data_info")
 
-    info = describe(cfg["data"])
+
+def data_info(data_cfg: dict):
+    """data.describe, once per data config and process: the checks and the job specs both ask.
+
+    An ImageFolder's description walks its whole tree (1.3 M files for ImageNet), and every SLURM job
+    parses the Snakefile again: it is kept on disk, keyed by the config and the modification times of
+    the class folders (which change when a file is added or removed), so only the first parse walks.
+    """
+    from .data import DataInfo, describe
+
+    key = json.dumps(data_cfg, sort_keys=True, default=str)
+    if key not in _DATA_INFO:
+        stamp = _folder_stamp(data_cfg) if data_cfg["source"] == "imagefolder" else None
+        cached = DATA_INFO_CACHE / f"{hashlib.sha256((key + json.dumps(stamp)).encode()).hexdigest()[:20]}.json"
+        if stamp is not None and cached.is_file():
+            _DATA_INFO[key] = DataInfo(**json.loads(cached.read_text()))
+        else:
+            _DATA_INFO[key] = describe(data_cfg)
+            if stamp is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(dataclasses.asdict(_DATA_INFO[key])))
+                os.replace(tmp, cached)
+    return _DATA_INFO[key]
+
+
+def _folder_stamp(data_cfg: dict) -> list | None:
+    """(path, mtime_ns) of an ImageFolder's train/ and val/ and their class folders; None if absent."""
+    root = Path(data_cfg["root"] or "").expanduser()
+    try:
+        return [[str(d), d.stat().st_mtime_ns] for part in ("train", "val") for d in [root / part]
+                + sorted(Path(e.path) for e in os.scandir(root / part) if e.is_dir())]
+    except OSError:
+        return None  # describe() names what is missing
+
+
+def _data_and_models(cfg: dict) -> tuple[dict, object, dict]:
+    info = data_info(cfg["data"])
     return cfg["data"], info, _model_shapes(cfg, info)
 
 
@@ -256,3 +387,7 @@ def student_spec(cfg: dict, setting: str, seed: int, shapes: dict | None = None)
             "teacher_model": {"model": cfg["teacher"]["model"], "overrides": cfg["teacher"]["overrides"]},
             "train": s["train"], "setting": resolved_setting(cfg, get_setting(cfg, setting), depths),
             "checkpoint_epochs": checkpoint_epochs(s["train"])}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,12 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DistdynError, first_line
+
 FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DataError(ValueError):
-    """A data source is missing or malformed; the message names the config key."""
+class DataError(DistdynError):
+    """A data source is missing or malformed; `where` is the config key or the file."""
 
 
 @dataclass
@@ -53,30 +56,74 @@ class DataInfo:
 # ---------------------------------------------------------------- readers
 
 
-def _read_idx(path: Path) -> np.ndarray:
+IDX_FIX = "replace it with a complete copy (data.root names the folder of the four IDX files)"
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX array of `ndim` dimensions; a damaged file is a DataError naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
-        if zero != 0 or dtype_code != 0x08:
-            raise DataError(f"{path} is not an unsigned-byte IDX file (data.root)")
-        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(path, f"cannot be read ({first_line(e)}); {IDX_FIX}") from None
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise DataError(path, f"is empty or truncated: {len(raw)} bytes, shorter than an IDX header; {IDX_FIX}")
+    zero, dtype_code, dims = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or dims != ndim:
+        raise DataError(path, f"is not a {ndim}-dimensional unsigned-byte IDX file (its header reads "
+                              f"{raw[:4].hex()}); {IDX_FIX}")
+    shape = struct.unpack(">" + "I" * ndim, raw[4:head])
+    need = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - head != need:
+        raise DataError(path, f"{'is truncated' if len(raw) - head < need else 'has trailing bytes'}: its header "
+                              f"gives shape {'x'.join(map(str, shape))} = {need} bytes of data, the file has "
+                              f"{len(raw) - head}; {IDX_FIX}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape)
 
 
 def _find(root: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (root / name).is_file():
             return root / name
-    raise DataError(f"data.root: {root} has no {stem}[.gz] (expected the four Fashion-MNIST IDX files)")
+    raise DataError("data.root", f"{root} has no {stem}[.gz] (expected the four Fashion-MNIST IDX files)")
 
 
 def _fashion_mnist(root: Path):
     out = []
     for prefix in ("train", "t10k"):
-        x = _read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
-        y = _read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        x = _read_idx(images := _find(root, f"{prefix}-images-idx3-ubyte"), 3)
+        y = _read_idx(labels := _find(root, f"{prefix}-labels-idx1-ubyte"), 1)
+        if len(x) != len(y):
+            raise DataError(labels, f"has {len(y)} labels for the {len(x)} images of {images}; {IDX_FIX}")
+        if y.size and y.max() >= 10:
+            raise DataError(labels, f"holds label {int(y.max())}; Fashion-MNIST has the labels 0..9; {IDX_FIX}")
         out.append((x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)))
     return out, 10
+
+
+CIFAR_FIX = "replace it with the file from the CIFAR python version (data.root names its folder)"
+
+
+def _cifar_batch(path: Path, key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images [n, 3, 32, 32] and labels of one CIFAR python-pickle file; a damaged file is a DataError naming it."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001 - unpickling garbage raises almost any type
+        raise DataError(path, f"is not a readable CIFAR pickle ({first_line(e)}); {CIFAR_FIX}") from None
+    if not isinstance(d, dict) or b"data" not in d or key not in d:
+        raise DataError(path, f"is not a CIFAR batch: expected a dict with b'data' and {key!r}; {CIFAR_FIX}")
+    try:
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d[key], dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError) as e:
+        raise DataError(path, f"holds no 32x32 RGB images ({first_line(e)}); {CIFAR_FIX}") from None
+    if len(x) != len(y) or (y.size and (y.min() < 0 or y.max() >= classes)):
+        raise DataError(path, f"has {len(y)} labels in {y.min() if y.size else '-'}..{y.max() if y.size else '-'} "
+                              f"for {len(x)} images (expected one label in 0..{classes - 1} per image); {CIFAR_FIX}")
+    return x, y
 
 
 def _cifar(root: Path, fine: bool):
@@ -91,11 +138,10 @@ def _cifar(root: Path, fine: bool):
         for name in names:
             path = folder / name
             if not path.is_file():
-                raise DataError(f"data.root: {path} not found (the CIFAR python-pickle folder)")
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[key], dtype=np.int64))
+                raise DataError("data.root", f"{path} not found (the CIFAR python-pickle folder)")
+            x, y = _cifar_batch(path, key, 100 if fine else 10)
+            xs.append(x)
+            ys.append(y)
         out.append((np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)))
     return out, 100 if fine else 10
 
@@ -127,10 +173,10 @@ def _synthetic(cfg: dict, val_fraction: float, seed: int):
 def _root(cfg: dict) -> Path:
     root = cfg["root"] or (FASHION_MNIST_DEFAULT if cfg["source"] == "fashion_mnist" else None)
     if root is None:
-        raise DataError(f"data.root must be set for data.source={cfg['source']}")
+        raise DataError("data.root", f"must be set for data.source={cfg['source']}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data.root: directory {root} does not exist")
+        raise DataError("data.root", f"directory {root} does not exist")
     return root
 
 
@@ -144,7 +190,7 @@ def _read_source(cfg: dict):
         return _fashion_mnist(_root(cfg))
     if source in ("cifar10", "cifar100"):
         return _cifar(_root(cfg), fine=source == "cifar100")
-    raise DataError(f"data.source={source} is not an in-memory source")
+    raise DataError("data.source", f"{source} is not an in-memory source")
 
 
 # ---------------------------------------------------------------- subsets
@@ -159,7 +205,7 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     classes = np.unique(labels)
     if n > len(labels):
-        raise DataError(f"asked for {n} images, the split has {len(labels)}")
+        raise DataError("probe.size", f"asked for {n} images, the split has {len(labels)}")
     rng = np.random.default_rng(seed)
     pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
     # Water-filling: equal shares, a class smaller than its share hands the rest to the others.
@@ -232,7 +278,7 @@ def image_folder(cfg: dict, train: bool, img_size: int):
 
     root = _root(cfg) / ("train" if train else "val")
     if not root.is_dir():
-        raise DataError(f"data.root: {root} does not exist (imagefolder needs train/ and val/)")
+        raise DataError("data.root", f"{root} does not exist (imagefolder needs train/ and val/)")
     aug = cfg["augment"]
     if train and aug["timm"]:
         # The DeiT recipe: RandomResizedCrop, flip, RandAugment, pixel-mode random erasing.
@@ -283,7 +329,7 @@ def describe(cfg: dict) -> DataInfo:
         root = _root(cfg)
         for part in ("train", "val"):
             if not (root / part).is_dir():
-                raise DataError(f"data.root: {root / part} does not exist (imagefolder needs train/ and val/)")
+                raise DataError("data.root", f"{root / part} does not exist (imagefolder needs train/ and val/)")
         classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir())
         count = lambda p: sum(len(files) for _, _, files in os.walk(root / p))  # noqa: E731
         n_val = count("val")

@@ -22,7 +22,8 @@ A dump is read one layer and `chunk_images` images at a time, so memory stays
 bounded whatever the file size. The entropy range is the per-layer min/max the dump
 recorded when written (older dumps: a first streaming pass). Binning reproduces
 np.histogram exactly with float32 arithmetic plus an exact check of values near edges.
-The per-token work runs in one fused pass of distdyn.kernels (float32 FFT), or in torch.
+The per-token work runs in distdyn.kernels (a C pass for the entropies and |x| sums, scipy.fft's
+float32 rfft for the spectrum), or in torch.
 The outlier metrics' interval resamples images like the others: each resample's channel means
 are the weighted means of the per-image channel means.
 """
@@ -41,7 +42,8 @@ import pandas as pd
 import torch
 
 from . import kernels
-from .activations import ValueRange, dump_meta, open_dump, stored_value_range
+from .activations import DumpError, ValueRange, check_identity, open_dump, stored_value_range
+from .errors import LogError, TableError, check_complete, cli, read_table, remedy
 from .jobenv import granted_device
 from .schema import schema_default
 
@@ -167,7 +169,7 @@ def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None, edges2: torch.Te
                   bounds: tuple[float, float] | None = None):
     """One chunk [b, N, C]: |FFT| / C summed over positions [b, C//2 + 1] (float64), each image's
     mean token entropy [b] (and on `edges2` [b], else None), sum |x| [b] and sum |x| per channel
-    over positions [b, C]. `lib`: the C kernels (one fused pass; `bounds`, limits of the chunk's
+    over positions [b, C]. `lib`: the C kernels (with the library FFT; `bounds`, limits of the chunk's
     values such as its layer's min/max, only speed up a histogram much wider than the values), or
     None for torch on the device of `edges`."""
     b, N, C = x.shape
@@ -204,9 +206,14 @@ def value_range(blocks, chunk_images: int, buf: np.ndarray | None = None) -> tup
     return found.lo, found.hi
 
 
+def _refuse_non_finite(path, layer: int, where: str) -> None:
+    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf ({where}); its entropy and every other metric would "
+                          f"be meaningless; {remedy(path)} (the dump job refuses to write non-finite values)")
+
+
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
                  chunk_images: int = 256, stored_range: bool = True, use_kernels: bool = True,
-                 device: str | torch.device = "cpu") -> DumpMetrics:
+                 device: str | torch.device = "cpu", expect: dict | None = None) -> DumpMetrics:
     """All layer metrics of one dump, never holding more than one chunk of it in memory.
 
     On the CPU with `use_kernels` (and a C compiler) the per-token work runs in
@@ -215,17 +222,21 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
     The entropy range comes from the min/max the dump recorded when written; without
     them (or with `stored_range=False`) a first streaming pass finds it. Both entropies
     (file-wide and per-layer range) are computed in the same pass; `entropy` is the one
-    `entropy_range` names.
+    `entropy_range` names. `expect`: the identifying attributes the dump must have (model, role,
+    setting, seed, epoch; DumpError otherwise). NaN or Inf anywhere is a DumpError naming the layer.
     """
     if entropy_range not in ("global", "per_layer"):
         raise ValueError(f"entropy_range must be 'global' or 'per_layer', not {entropy_range!r}")
     with open_dump(path) as f:
+        meta = check_identity(f, path, expect)
         blocks = f["blocks"]
         L, B, N, C = blocks.shape
         chunk_images = max(1, min(chunk_images, B))
         buf = np.empty((chunk_images, N, C), dtype=np.float32)  # reused: a fresh one would page-fault every chunk
         recorded = stored_value_range(f) if stored_range else None
         lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images, buf)
+        for layer in np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi))):
+            _refuse_non_finite(path, int(layer), "its recorded value range")
         glo, ghi = float(lo.min()), float(hi.max())
         device = torch.device(device)
         lib = kernels.load() if use_kernels and device.type == "cpu" else None
@@ -242,6 +253,8 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             for b0, b1 in _chunks(B, chunk_images):
                 x = read_chunk(blocks, layer, b0, b1, buf)
                 mag, entropy, abs_sum, entropy_layer, chan = chunk_metrics(x, edges, lib, edges_layer, (llo, lhi))
+                if not np.isfinite(abs_sum).all():  # NaN and Inf propagate into the sum of |x|: a free check
+                    _refuse_non_finite(path, layer, f"images {b0}..{b1 - 1}")
                 spec_sum += mag.sum(0)
                 per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
                 per_image["entropy_global"][layer, b0:b1] = entropy
@@ -250,8 +263,9 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
                 channel_abs[layer, b0:b1] = chan / N
             spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
         per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
+        for layer in np.flatnonzero(~np.isfinite(per_image["gradient_magnitude"]).all(1)):
+            _refuse_non_finite(path, int(layer), "/grad_magnitude")
         per_image["entropy"] = per_image["entropy_global" if entropy_range == "global" else "entropy_per_layer"]
-        meta = dump_meta(f)
     return DumpMetrics(meta, {m: per_image[m] for m in SCALAR_METRICS}, spectra, C, channel_abs)
 
 
@@ -389,10 +403,13 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> None:
 
 def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int = 100, chunk_images: int = 256,
                    bootstrap: int = 0, ci: float = 0.95, device: str | torch.device = "cpu",
-                   outlier_multiple: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   outlier_multiple: float | None = None, expect: list[dict] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Layer and spectra rows of `dumps`; `expect`: one dict of identifying attributes per dump (compute_dump)."""
     layers, spectra = [], []
-    for path in dumps:
-        m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images, device=device)
+    for path, want in zip(dumps, expect or [None] * len(dumps)):
+        m = compute_dump(path, entropy_range=entropy_range, bins=bins, chunk_images=chunk_images, device=device,
+                         expect=want)
         layers.append(layer_rows(m, bootstrap, ci, outlier_multiple))
         spectra.append(spectra_rows(m))
     return pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
@@ -401,9 +418,32 @@ def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int
 # ---------------------------------------------------------------- accuracy
 
 
+LOG_COLUMNS = ("epoch", "test_acc1", "test_acc5")
+
+
 def read_log(path: str | Path) -> pd.DataFrame:
-    with open(path) as f:
-        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+    """A training log, one JSON object per line with at least LOG_COLUMNS; LogError naming the file and line."""
+    try:
+        with open(path) as f:
+            lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogError(path, f"cannot be read ({type(e).__name__}: {e}); {remedy(path)}") from None
+    if not lines:
+        raise LogError(path, f"is empty: no epoch was logged; {remedy(path)}")
+    records = []
+    for i, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LogError(path, f"line {i} is not JSON ({e.msg}: column {e.colno}); truncated or edited? {remedy(path)}") from None
+        missing = [c for c in LOG_COLUMNS if not isinstance(record, dict) or c not in record]
+        if missing:
+            raise LogError(path, f"line {i} is not an epoch record (no {', '.join(missing)}); {remedy(path)}")
+        records.append(record)
+    epochs = [r["epoch"] for r in records]
+    if epochs != sorted(set(epochs)):
+        raise LogError(path, f"its epochs {epochs} are not increasing (lines of two runs?); {remedy(path)}")
+    return pd.DataFrame(records)
 
 
 def accuracy_table(logs: list[str], names: list[str], seeds: list[int], roles: list[str]) -> pd.DataFrame:
@@ -461,12 +501,18 @@ def _compute_main(argv) -> int:
     p.add_argument("--entropy-wide", help="also write the authors' wide entropy CSV here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: the CPU's C kernels)")
+    p.add_argument("--expect", help="JSON list, one object per dump, of the attributes it must have "
+                                    "(model, role, setting, seed, epoch): another run's file is refused")
     a = p.parse_args(argv)
+    expect = json.loads(a.expect) if a.expect else None
+    if expect is not None and len(expect) != len(a.dumps):
+        p.error(f"--expect lists {len(expect)} dumps, {len(a.dumps)} are given")
     torch.set_num_threads(a.threads)
     device = granted_device(a.gpu)  # cuda: the torch path; cpu: the C kernels
     print(f"metric engine on {device}", file=sys.stderr)
     layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins, chunk_images=a.chunk_images,
-                                     bootstrap=a.bootstrap, ci=a.ci, device=device, outlier_multiple=a.outlier_multiple)
+                                     bootstrap=a.bootstrap, ci=a.ci, device=device, outlier_multiple=a.outlier_multiple,
+                                     expect=expect)
     write_csv(layers, Path(a.out) / "layers.csv")
     write_csv(spectra, Path(a.out) / "spectra.csv")
     if a.entropy_wide:
@@ -478,8 +524,22 @@ def _gather_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.metrics gather")
     p.add_argument("--tables", nargs="+", required=True, help="CSV files with the same columns")
     p.add_argument("--out", required=True)
+    p.add_argument("--expect", help="JSON list, one entry per table, of the rows it must hold: "
+                                    '{"keys": [[column, [values]], ...], "per_group": n} (errors.check_complete)')
     a = p.parse_args(argv)
-    write_csv(pd.concat([pd.read_csv(t) for t in a.tables], ignore_index=True), a.out)
+    expect = json.loads(a.expect) if a.expect else [None] * len(a.tables)
+    if len(expect) != len(a.tables):
+        p.error(f"--expect lists {len(expect)} tables, {len(a.tables)} are given")
+    frames = []
+    for path, want in zip(a.tables, expect):
+        df = read_table(path)
+        if frames and list(df.columns) != list(frames[0].columns):
+            raise TableError(path, f"has the columns {', '.join(df.columns)}, {a.tables[0]} has "
+                                   f"{', '.join(frames[0].columns)}; {remedy(path)}")
+        if want is not None:
+            check_complete(df, path, [want])
+        frames.append(df)
+    write_csv(pd.concat(frames, ignore_index=True), a.out)
     return 0
 
 
@@ -500,6 +560,7 @@ def _accuracy_main(argv) -> int:
     return 0
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"gather": _gather_main, "accuracy": _accuracy_main}

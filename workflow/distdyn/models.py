@@ -10,6 +10,8 @@ import timm
 import torch
 from torch import nn
 
+from .errors import CheckpointError, DistdynError, cli, first_line, remedy
+
 
 def model_kwargs(model_cfg: dict, num_classes: int, in_chans: int) -> dict:
     """timm.create_model keyword arguments: the data's classes and channels, then the user's overrides."""
@@ -53,8 +55,8 @@ def _file_classes(model: str, path: str) -> int | None:
     return None if weight is None else int(weight.shape[0])
 
 
-class PretrainedUnavailable(RuntimeError):
-    pass
+class PretrainedUnavailable(DistdynError):
+    """timm's weights cannot be had, or a checkpoint of your own does not fit its model; `where` is the config key."""
 
 
 def fetch_pretrained(model_cfg: dict, pretrained, num_classes: int, in_chans: int, key: str = "teacher") -> dict:
@@ -68,23 +70,34 @@ def fetch_pretrained(model_cfg: dict, pretrained, num_classes: int, in_chans: in
     except Exception as e:  # noqa: BLE001 - hub, urllib and timm raise many types; the cause is kept below
         where = f"the file {pretrained}" if is_weights_file(pretrained) else "the Hugging Face hub or its cache"
         raise PretrainedUnavailable(
-            f"{key}.pretrained: cannot load timm's weights for {name} from {where} ({type(e).__name__}: "
+            f"{key}.pretrained", f"cannot load timm's weights for {name} from {where} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}). Run the workflow once on a machine with internet "
             f"(the fetch_teacher_weights rule caches them), or download the weights file and set "
             f"{key}.pretrained: /path/to/weights.pth") from e
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-_SHAPES: dict[str, tuple[int, int]] = {}
+_SHAPES: dict[str, tuple[int, int, tuple[int, int] | None]] = {}
+
+
+def _describe(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int, tuple[int, int] | None]:
+    key = json.dumps([model_cfg, num_classes, in_chans], sort_keys=True, default=str)
+    if key not in _SHAPES:
+        model = create_model(model_cfg, num_classes, in_chans, device="meta")
+        embed = getattr(model, "patch_embed", None)
+        fixed = tuple(embed.img_size) if embed is not None and getattr(embed, "strict_img_size", False) else None
+        _SHAPES[key] = (num_blocks(model), model.num_features, fixed)
+    return _SHAPES[key]
 
 
 def describe_model(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int]:
     """(depth, width) without allocating weights; memoised, since config checks and job specs both ask."""
-    key = json.dumps([model_cfg, num_classes, in_chans], sort_keys=True, default=str)
-    if key not in _SHAPES:
-        model = create_model(model_cfg, num_classes, in_chans, device="meta")
-        _SHAPES[key] = (num_blocks(model), model.num_features)
-    return _SHAPES[key]
+    return _describe(model_cfg, num_classes, in_chans)[:2]
+
+
+def input_size(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int] | None:
+    """The (height, width) of the images the model is built for, or None where it takes any size."""
+    return _describe(model_cfg, num_classes, in_chans)[2]
 
 
 def num_blocks(model: nn.Module) -> int:
@@ -132,14 +145,58 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A distdyn checkpoint or a bare state dict, loaded with weights_only=True."""
+    """A distdyn checkpoint or a bare state dict, loaded with weights_only=True; CheckpointError naming a bad file."""
+    if not Path(path).is_file():
+        raise CheckpointError(path, "does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(path, f"not a loadable checkpoint ({first_line(e)}); a truncated or foreign file? "
+                                    f"{remedy(path).capitalize()}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+        raise CheckpointError(path, f"expected a dict checkpoint, got {type(obj).__name__}")
     return obj
+
+
+RECORD_KEYS = ("model", "arch", "overrides", "num_classes", "in_chans", "epoch")
+
+
+def checkpoint_record(path: str | os.PathLike) -> dict:
+    """A checkpoint that carries its own architecture (what distdyn writes), checked; CheckpointError naming it."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k in RECORD_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"has no architecture record (missing {', '.join(missing)}): dumps read the "
+                                    f"checkpoints distdyn writes (final.pt, epoch_E.pt, results/models/NAME/weights.pt); "
+                                    f"give a state dict of your own as teacher.checkpoint or extra_models[i].checkpoint")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["overrides"], dict):
+        raise CheckpointError(path, f"its 'model' and 'overrides' entries are not dicts; {remedy(path)}")
+    return ckpt
+
+
+def weights_file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be a weights file, from its first and last bytes only (no loading), or None.
+
+    Accepted: a zip archive (torch.save, .npz; a truncated one loses its central directory at the
+    end), a legacy torch pickle, a safetensors file (8-byte header length, then JSON).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return f"file {path} does not exist"
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path} is empty"
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:1] == b"\x80" or (len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size):
+        return None
+    if zipfile.is_zipfile(path):
+        return None
+    if head[:2] == b"PK":
+        return f"{path} is a truncated or damaged zip archive (torch.save writes zip archives)"
+    return f"{path} is not a checkpoint (neither a torch.save zip archive, a legacy torch pickle nor safetensors)"
 
 
 def state_dict_of(ckpt: dict) -> dict:
@@ -163,15 +220,17 @@ def weights_record(model_cfg: dict, weights: dict, num_classes: int, in_chans: i
 def own_checkpoint(model_cfg: dict, path: str, num_classes: int, in_chans: int, key: str) -> dict:
     """The weights of a checkpoint of your own, checked against the model they are meant for."""
     model = create_model(model_cfg, num_classes, in_chans)
+    ckpt = load_checkpoint(path)  # a file that is no checkpoint is named as such, not as a misfit
     try:
-        model.load_state_dict(state_dict_of(load_checkpoint(path)))
-    except (RuntimeError, ValueError) as e:
-        raise PretrainedUnavailable(f"{key}.checkpoint: {path} does not fit {model_cfg['model']} with overrides "
+        model.load_state_dict(state_dict_of(ckpt))
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise PretrainedUnavailable(f"{key}.checkpoint", f"{path} does not fit {model_cfg['model']} with overrides "
                                     f"{model_cfg.get('overrides', {})} and {num_classes} classes: "
-                                    f"{str(e).splitlines()[0]}") from e
+                                    f"{str(e).strip().splitlines()[0]}") from None
     return model.state_dict()
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     """python -m distdyn.models fetch: save a model's weights once as a plain checkpoint, for jobs without internet."""
     import argparse
@@ -191,17 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", required=True)
     args = p.parse_args(argv)
     model_cfg = json.loads(args.model)
-    try:
-        if args.checkpoint:
-            weights = own_checkpoint(model_cfg, args.checkpoint, args.num_classes, args.in_chans, args.key)
-            source = args.checkpoint
-        else:
-            pretrained = json.loads(args.pretrained)
-            weights = fetch_pretrained(model_cfg, pretrained, args.num_classes, args.in_chans, args.key)
-            source = f"timm:{pretrained_args(model_cfg['model'], pretrained)[0]}"
-    except PretrainedUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.checkpoint:
+        weights = own_checkpoint(model_cfg, args.checkpoint, args.num_classes, args.in_chans, args.key)
+        source = args.checkpoint
+    else:
+        pretrained = json.loads(args.pretrained)
+        weights = fetch_pretrained(model_cfg, pretrained, args.num_classes, args.in_chans, args.key)
+        source = f"timm:{pretrained_args(model_cfg['model'], pretrained)[0]}"
     atomic_save(weights_record(model_cfg, weights, args.num_classes, args.in_chans, args.name, source), args.out)
     print(f"saved {len(weights)} tensors of {model_cfg['model']} ({source}) to {args.out}", file=sys.stderr)
     return 0

@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .errors import cli, read_table  # noqa: E402
+
 MODEL_FIGURES = ("entropy", "intensity", "spectra", "magnitudes", "outliers")
 STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
          "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
@@ -274,15 +276,15 @@ def model_figures(layers: pd.DataFrame, spectra: pd.DataFrame, model: str, setti
 
 def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str], models: list[str]) -> list[Path]:
     m, out = Path(metrics_dir), Path(out_dir)
-    layers, spectra, enc = pd.read_csv(m / "layers.csv"), pd.read_csv(m / "spectra.csv"), pd.read_csv(m / "encoding.csv")
+    layers, spectra, enc = read_table(m / "layers.csv"), read_table(m / "spectra.csv"), read_table(m / "encoding.csv")
     with plt.rc_context(STYLE):
         figs = {f"{model}_{kind}": fig for model in models
                 for kind, fig in model_figures(layers, spectra, model, settings).items()}
         figs["entropy_profiles"] = entropy_profiles(layers, settings, models)
         figs["encoding"] = encoding_figure(enc, settings, models)
         if settings:
-            acc, summary = pd.read_csv(m / "accuracy.csv"), pd.read_csv(m / "accuracy_summary.csv")
-            curves, cka = pd.read_csv(m / "curves.csv"), pd.read_csv(m / "cka.csv")
+            acc, summary = read_table(m / "accuracy.csv"), read_table(m / "accuracy_summary.csv")
+            curves, cka = read_table(m / "curves.csv"), read_table(m / "cka.csv")
             figs["accuracy"] = accuracy_bars(acc, summary, settings)
             figs["accuracy_curves"] = accuracy_curves(curves, settings)
             figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
@@ -294,6 +296,7 @@ def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[st
     return written
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.plots", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,12 +1,22 @@
 """Teacher pretraining and student distillation: one loop for both.
 
     python -m distdyn.train --spec SPEC.json|'{...}' --out DIR [--teacher CKPT] [--resume PATH] [--gpu N]
+    python -m distdyn.train --group MEMBERS.json|'[...]' --teacher CKPT [--store DIR] [--code TEXT] [--gpu N]
 
 The spec is what `distdyn.config.teacher_spec` / `student_spec` return. The job
 writes DIR/log.jsonl (one JSON line per epoch), DIR/epoch_{E}.pt at the
 checkpoint epochs and DIR/final.pt, each atomically. With --resume, the full
 training state is saved there after every epoch; a rerun with the same spec
 resumes from it and ends with the same weights as an uninterrupted run.
+
+--group trains several students of one seed together (a list of {spec, out, resume, ready}):
+they see the same batches, so each batch gets one teacher forward (the logits and the
+blocks some member aligns to) and then every member's own step. Each member keeps its
+own model, optimizer, RNG stream (dropout, drop-path), log lines, checkpoints and
+resume state, so on CPU it ends bit-identical to training it alone. With --store,
+finished members are published there (`distdyn.store`) instead of into their output
+folders, members already stored are skipped, and the student jobs restore from it;
+each member's `ready` file (if given) receives its status (trained, stored, adopted, failed).
 """
 from __future__ import annotations
 
@@ -26,10 +36,12 @@ from torch import nn
 
 from . import __version__
 from .data import SeededAugment, TensorSplit, image_folder, load_tensor_splits, tensor_batches
+from .errors import REMAKE, CheckpointError, cli, first_line
 from .hashing import config_hash
 from .jobenv import granted_device
 from .losses import DistillationLoss
 from .models import atomic_save, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
+from .store import adopt, entry_dir, job_key, publish, publish_failure, read as read_entry, staging_dir
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -137,8 +149,11 @@ class Batches:
                                      drop_last=True)
         sampler.set_epoch(epoch)
         self.train_set.epoch_seed = seed + epoch
+        # The loader's own generator (its worker seeds): without one it would draw from torch's global RNG,
+        # which is the model's (dropout) stream, and students sharing these batches each have their own.
         loader = DataLoader(self.train_set, batch_size=bs // self.rt.world, sampler=sampler, drop_last=drop,
-                            num_workers=self.cfg["num_workers"], pin_memory=self.rt.device.type == "cuda")
+                            num_workers=self.cfg["num_workers"], pin_memory=self.rt.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed + epoch))
         yield from loader
 
     def val(self):
@@ -186,15 +201,6 @@ class RunState:
     epoch: int = 0
     log_lines: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "gen": gen.get_state()}
-
-
-def _set_rng_state(state: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["gen"])
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -271,10 +277,18 @@ def build_from_checkpoint(ckpt: dict, device) -> nn.Module:
 
 def load_teacher(path: str, spec: dict, num_classes: int, in_chans: int, device) -> nn.Module:
     ckpt = load_checkpoint(path)
-    if "arch" in ckpt:
-        return build_from_checkpoint(ckpt, device)
-    model = create_model(spec["teacher_model"], num_classes, in_chans)
-    model.load_state_dict(state_dict_of(ckpt))
+    want = spec["teacher_model"]
+    if "arch" in ckpt and (ckpt["arch"], ckpt.get("overrides")) != (want["model"], want.get("overrides", {})):
+        raise CheckpointError(path, f"is a checkpoint of {ckpt['arch']} with overrides {ckpt.get('overrides')}, not of "
+                                    f"the configured teacher {want['model']} with overrides {want.get('overrides', {})}; "
+                                    f"{REMAKE}")
+    try:
+        if "arch" in ckpt:
+            return build_from_checkpoint(ckpt, device)
+        model = create_model(want, num_classes, in_chans)
+        model.load_state_dict(state_dict_of(ckpt))
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointError(path, f"does not fit the teacher {want['model']} ({first_line(e)}); {REMAKE}") from None
     return model.to(device).eval()
 
 
@@ -308,40 +322,253 @@ def check_finite(terms: dict[str, float], spec: dict, epoch: int) -> None:
                                      f"seed {spec['seed']}, epoch {epoch}")
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- members: one run each, alone or in a group
 
 
-def train_one_epoch(student, teacher, criterion, opt, batches: Batches, gen, rt: Runtime, spec: dict, epoch: int) -> dict:
-    """One pass over the training data; `student` and `teacher` are BlockForward modules (possibly wrapped)."""
-    student.train()
-    criterion.train()
+def needs_teacher(spec: dict) -> bool:
+    return spec.get("setting", {}).get("method", "none") != "none"
+
+
+class MemberRNG:
+    """A run's own torch RNG stream (CPU, and CUDA when it trains there): its initial weights, a projector's,
+    dropout and drop-path. It is swapped in around each of the run's steps, so runs training in one job
+    never draw from each other's stream, nor from the data generator (shuffling, augmentation)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.state = self.capture()
+
+    def capture(self) -> dict:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load(self, saved: dict) -> None:
+        """From a resume state (one saved on CPU keeps the CUDA stream this run started with)."""
+        self.state = {**self.state, **{k: v for k, v in saved.items() if k in self.state}}
+
+    @contextlib.contextmanager
+    def active(self):
+        torch.set_rng_state(self.state["torch"])
+        if "cuda" in self.state:
+            torch.cuda.set_rng_state(self.state["cuda"], self.device)
+        try:
+            yield
+        finally:
+            self.state = self.capture()
+
+
+@dataclass
+class Member:
+    """One training run (a teacher, or one setting × seed) and everything that is its own."""
+
+    spec: dict
+    out: Path
+    resume: "Resume"
+    model: nn.Module
+    criterion: DistillationLoss
+    opt: object
+    sched: object
+    fwd: nn.Module  # BlockForward of the model, under DDP and torch.compile as configured
+    rng: MemberRNG
+    record: dict
+    gen_state: torch.Tensor  # the data generator's state at the start of its next epoch
+    state: RunState
+    job_key: str | None = None
+    prefix: str = ""  # its name in the log lines of a group job
+    lines: list[str] = field(default_factory=list)  # its own log lines
+    metrics: dict | None = None
+    error: Exception | None = None
+
+    def log(self, msg: str) -> None:
+        stamp = f"[distdyn {time.strftime('%H:%M:%S')}]"
+        self.lines.append(f"{stamp} {msg}")
+        print(f"{stamp} {self.prefix}{msg}", file=sys.stderr, flush=True)
+
+    def records(self) -> list[dict]:
+        return [json.loads(s) for s in self.state.log_lines]
+
+
+def load_shared_teacher(teacher_path: str | None, specs: list[dict], batches: "Batches", rt: Runtime):
+    """The frozen teacher of the runs that need one (None if none does). Building it draws from no run's
+    RNG stream, so a run starts from the same state whether or not it shares the teacher with others."""
+    need = [s for s in specs if needs_teacher(s)]
+    if not need:
+        return None
+    if teacher_path is None:
+        raise ValueError(f"setting {need[0]['name']!r} needs a teacher checkpoint (--teacher)")
+    with torch.random.fork_rng(devices=[]):
+        teacher = load_teacher(teacher_path, need[0], batches.num_classes, batches.in_chans, rt.device)
+    return teacher.requires_grad_(False)
+
+
+def shared_teacher_forward(teacher, members: list[Member], rt: Runtime):
+    """One forward of the teacher for all members: its logits and the blocks some member aligns to."""
+    if teacher is None or not any(needs_teacher(m.spec) for m in members):
+        return None
+    indices = sorted({t for m in members for t in m.criterion.teacher_indices})
+    return compiled(BlockForward(teacher, indices), rt)
+
+
+def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, batches: "Batches", teacher,
+                 gen: torch.Generator, *, model: nn.Module | None = None, record: dict | None = None,
+                 job_key: str | None = None, prefix: str = "", header: str | None = None) -> Member:
+    """A run's model, loss, optimizer and resume state, as when it trains alone.
+
+    Its RNG stream starts from torch.manual_seed(seed) (`model`, if given, was built right after
+    seeding); with a resume state it continues from the saved epoch, RNG and data-generator state.
+    """
+    if model is None:
+        torch.manual_seed(spec["seed"])
+        model = create_model(spec["model"], batches.num_classes, batches.in_chans).to(rt.device)
+    record = record or model_record(spec["model"], batches.num_classes, batches.in_chans)
+    widths = (model.num_features, teacher.num_features if needs_teacher(spec) else 0)
+    criterion = make_criterion(spec, widths).to(rt.device)
+    opt, sched = make_optimizer(model, criterion, spec["train"], rt)
+    rng = MemberRNG(rt.device)
+    member = Member(spec, Path(out), Resume(resume_path, config_hash(spec)), model, criterion, opt, sched, None, rng,
+                    record, gen.get_state(), RunState(), job_key, prefix)
+    if header and rt.main:
+        member.log(header)
+    # Every rank loads the saved state; only rank 0 writes it.
+    saved = member.resume.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        criterion.load_state_dict(saved["criterion"])
+        opt.load_state_dict(saved["optimizer"])
+        rng.load(saved["rng"])
+        member.gen_state = saved["rng"]["gen"]
+        member.state = RunState(saved["epoch"], list(saved["log_lines"]), list(saved["checkpoints"]))
+        if prefix and rt.main:
+            member.log(f"resumed after epoch {saved['epoch']}")
+        if rt.main:
+            for name in member.state.checkpoints:
+                member.resume.restore(member.out / name)
+    fwd = BlockForward(model, criterion.student_indices)
+    if rt.world > 1:
+        fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    member.fwd = compiled(fwd, rt)
+    return member
+
+
+def teacher_outputs(teacher, x: torch.Tensor, rt: Runtime):
+    """The teacher's logits and block outputs for a batch, once for every member that steps on it."""
+    with torch.inference_mode(), _autocast(rt):
+        logits_t, ft = teacher(x)
+    # Inference tensors cannot be saved for backward: clone them out of inference mode.
+    return logits_t.clone(), {k: v.clone() for k, v in ft.items()}
+
+
+def member_step(fwd, criterion, opt, x, y, logits_t, feats_t, rt: Runtime) -> torch.Tensor:
+    """One optimisation step of one run; its loss terms (total, base, feat, dist), still on the device."""
+    with _autocast(rt):
+        logits_s, feats_s = fwd(x)
+    terms = criterion(logits_s, y, logits_t, feats_s, feats_t)
+    opt.zero_grad(set_to_none=True)
+    terms.total.backward()
+    opt.step()
+    return torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
+
+
+def train_one_epoch(members: list[Member], teacher, batches: "Batches", gen, rt: Runtime, epoch: int) -> list[list[float]]:
+    """One pass over the training data for members at the same epoch (they share `gen`'s batches): per
+    batch one teacher forward, then each member's step on its own RNG stream. Per member
+    [total, base, feat, dist, images] summed over the epoch (and over DDP ranks)."""
+    for m in members:
+        m.fwd.train()
+        m.criterion.train()
     # Loss sums stay on the device: no host sync per step; finiteness is checked once per epoch.
-    sums = torch.zeros(5, dtype=torch.float64, device=rt.device)
+    sums = torch.zeros(len(members), 5, dtype=torch.float64, device=rt.device)
     for x, y in batches.train(gen, epoch):
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-        logits_t = feats_t = None
-        if teacher is not None:
-            with torch.inference_mode(), _autocast(rt):
-                logits_t, ft = teacher(x)
-            # Inference tensors cannot be saved for backward: clone them out of inference mode.
-            logits_t = logits_t.clone()
-            feats_t = {k: v.clone() for k, v in ft.items()}
-        with _autocast(rt):
-            logits_s, feats_s = student(x)
-        terms = criterion(logits_s, y, logits_t, feats_s, feats_t)
-        opt.zero_grad(set_to_none=True)
-        terms.total.backward()
-        opt.step()
+        logits_t, feats_t = teacher_outputs(teacher, x, rt) if teacher is not None else (None, None)
         b = len(y)
-        step = torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
-        sums[:4] += step * b
-        sums[4] += b
+        for i, m in enumerate(members):
+            with m.rng.active():
+                step = member_step(m.fwd, m.criterion, m.opt, x, y, logits_t, feats_t, rt)
+            sums[i, :4] += step * b
+            sums[i, 4] += b
     if rt.world > 1:
         torch.distributed.all_reduce(sums)
-    total, base, feat, dist, count = sums.tolist()
-    check_finite({"total": total, "base": base, "feat": feat, "dist": dist}, spec, epoch)
-    return {"train_loss": total / count, "train_loss_base": base / count, "train_loss_feat": feat / count,
-            "train_loss_dist": dist / count, "images": int(count)}
+    return sums.tolist()
+
+
+def train_members(members: list[Member], teacher, batches: "Batches", gen, rt: Runtime, on_done=None) -> None:
+    """Train every member to its last epoch (a group job's or a single run's loop).
+
+    Members at the same epoch train together; after a kill between two members' saves some are an
+    epoch ahead, and the others catch up first (each resume state holds its data generator's state).
+    A member whose loss turns non-finite stops with `error` set; the others go on. `on_done(member)`
+    runs on rank 0 for each member that finished (after its final.pt, before its resume state is
+    cleared) or failed.
+    """
+    epochs = members[0].spec["train"]["epochs"]
+    lr_step = members[0].spec["train"]["lr_step"]
+    bar = _progress_bar(epochs, members[0].state.epoch, rt) if len(members) == 1 else None
+    if rt.main:
+        for m in members:
+            _write_lines(m.out / "log.jsonl", m.state.log_lines)
+    while True:
+        active = [m for m in members if m.error is None and m.state.epoch < epochs]
+        if not active:
+            break
+        first = min(active, key=lambda m: m.state.epoch)
+        cohort = [m for m in active if m.state.epoch == first.state.epoch and torch.equal(m.gen_state, first.gen_state)]
+        e = first.state.epoch
+        gen.set_state(first.gen_state)
+        for m in cohort:
+            m.sched.step(e if lr_step == "exact" else max(e - 1, 0))
+        lrs = [m.opt.param_groups[0]["lr"] for m in cohort]
+        t0 = time.perf_counter()
+        sums = train_one_epoch(cohort, teacher, batches, gen, rt, e + 1)
+        seconds = (time.perf_counter() - t0) / len(cohort)  # each member's share of the epoch
+        gen_state = gen.get_state()
+        for m, lr, (total, base, feat, dist, count) in zip(cohort, lrs, sums):
+            m.gen_state = gen_state
+            try:
+                check_finite({"total": total, "base": base, "feat": feat, "dist": dist}, m.spec, e + 1)
+            except NonFiniteLossError as err:
+                m.error = err
+                if len(members) > 1 and rt.main:
+                    m.log(f"error: {err}")
+                if rt.main and on_done is not None:
+                    on_done(m)
+                continue
+            m.metrics = evaluate(m.model, batches.val(), rt)
+            line = {"epoch": e + 1, "lr": lr, "train_loss": total / count, "train_loss_base": base / count,
+                    "train_loss_feat": feat / count, "train_loss_dist": dist / count, **m.metrics,
+                    "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1),
+                    "n_parameters": sum(p.numel() for p in m.model.parameters())}
+            _end_epoch(m, line, rt)
+            if rt.main:
+                _report(bar, m, line)
+    if rt.main:
+        for m in members:
+            if m.error is None:
+                atomic_save(checkpoint_dict(m.model, m.spec, m.record, epochs, m.metrics, m.job_key), m.out / "final.pt")
+                if on_done is not None:
+                    on_done(m)
+                m.resume.clear()
+
+
+def _end_epoch(m: Member, line: dict, rt: Runtime) -> None:
+    """The epoch's log line, checkpoint and resume state of one member."""
+    epochs, e = m.spec["train"]["epochs"], line["epoch"]
+    m.state.log_lines.append(json.dumps(line))
+    m.state.epoch = e
+    if not rt.main:
+        return
+    _append_line(m.out / "log.jsonl", m.state.log_lines[-1])
+    if e in m.spec["checkpoint_epochs"]:
+        ckpt = m.out / f"epoch_{e}.pt"
+        atomic_save(checkpoint_dict(m.model, m.spec, m.record, e, m.metrics, m.job_key), ckpt)
+        m.resume.keep(ckpt)
+        m.state.checkpoints.append(ckpt.name)
+    if e < epochs:
+        m.resume.save({"model": m.model.state_dict(), "criterion": m.criterion.state_dict(),
+                       "optimizer": m.opt.state_dict(), "rng": {**m.rng.state, "gen": m.gen_state}, "epoch": e,
+                       "log_lines": m.state.log_lines, "checkpoints": m.state.checkpoints})
 
 
 class BlockForward(nn.Module):
@@ -363,16 +590,20 @@ def compiled(module: nn.Module | None, rt: Runtime) -> nn.Module | None:
     return torch.compile(module, mode=rt.compile_mode)
 
 
-def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict) -> dict:
+def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict, job_key: str | None = None) -> dict:
+    """A checkpoint; `job_key` (distdyn.store.job_key of the job's spec and code) lets a shared-teacher job
+    recognise a finished run in its output folder."""
     return {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, **record,
             "role": spec["role"], "name": spec["name"], "seed": spec["seed"], "epoch": epoch,
-            "test_acc1": metrics["test_acc1"], "spec_hash": config_hash(spec), "distdyn_version": __version__}
+            "test_acc1": metrics["test_acc1"], "spec_hash": config_hash(spec), "job_key": job_key,
+            "distdyn_version": __version__}
 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
-        gpu: int = 0, device: str = "auto") -> list[dict]:
+        gpu: int = 0, device: str = "auto", key: str | None = None) -> list[dict]:
     """Train one model (a teacher with `checkpoint` starts from it; with 0 epochs it is imported and evaluated).
 
+    `key` is recorded in its checkpoints (default: distdyn.store.job_key of the spec without code).
     Returns the log records.
     """
     out = Path(out_dir)
@@ -392,11 +623,12 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     log_path = out / "log.jsonl"
 
     if spec["role"] == "teacher" and spec.get("checkpoint"):
+        ckpt = load_checkpoint(spec["checkpoint"])  # a file that is no checkpoint is named as such, not as a misfit
         try:
-            model.load_state_dict(state_dict_of(load_checkpoint(spec["checkpoint"])))
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"teacher.checkpoint {spec['checkpoint']}: does not fit {spec['model']['model']} "
-                             f"with overrides {spec['model'].get('overrides')}: {e}") from e
+            model.load_state_dict(state_dict_of(ckpt))
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"teacher.checkpoint {spec['checkpoint']}", f"does not fit {spec['model']['model']} "
+                                  f"with overrides {spec['model'].get('overrides')}: {first_line(e)}") from None
     if spec["role"] == "teacher" and spec.get("checkpoint") and train_cfg["epochs"] == 0:
         metrics = evaluate(model, batches.val(), rt)
         line = {"epoch": 0, "lr": None, "train_loss": None, "train_loss_base": None, "train_loss_feat": None,
@@ -408,68 +640,130 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
             log(f"imported teacher {spec['checkpoint']}: top-1 {metrics['test_acc1']:.2f}%")
         return [line]
 
-    teacher = None
-    widths = (model.num_features, 0)
-    if spec.get("setting", {}).get("method", "none") != "none":
-        if teacher_path is None:
-            raise ValueError(f"setting {spec['name']!r} needs a teacher checkpoint (--teacher)")
-        teacher = load_teacher(teacher_path, spec, batches.num_classes, batches.in_chans, rt.device)
-        teacher.requires_grad_(False)
-        widths = (widths[0], teacher.num_features)
-    criterion = make_criterion(spec, widths).to(rt.device)
-    opt, sched = make_optimizer(model, criterion, train_cfg, rt)
+    teacher = load_shared_teacher(teacher_path, [spec], batches, rt)
+    key = key if key is not None else job_key(spec, None)
+    member = build_member(spec, out, resume_path, rt, batches, teacher, gen, model=model, record=record, job_key=key)
+    train_members([member], shared_teacher_forward(teacher, [member], rt), batches, gen, rt)
+    if member.error is not None:
+        raise member.error
+    return member.records()
 
-    # Every rank loads the saved state; only rank 0 writes it.
-    resume = Resume(resume_path, config_hash(spec))
-    state = RunState()
-    saved = resume.load()
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        criterion.load_state_dict(saved["criterion"])
-        opt.load_state_dict(saved["optimizer"])
-        _set_rng_state(saved["rng"], gen)
-        state = RunState(saved["epoch"], list(saved["log_lines"]), list(saved["checkpoints"]))
-        if rt.main:
-            for name in state.checkpoints:
-                resume.restore(out / name)
-    student = BlockForward(model, criterion.student_indices)
-    if rt.world > 1:
-        student = nn.parallel.DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    teacher_fwd = BlockForward(teacher, criterion.teacher_indices) if teacher is not None else None
-    student, teacher_fwd = compiled(student, rt), compiled(teacher_fwd, rt)
-    if rt.main:
-        _write_lines(log_path, state.log_lines)
 
-    epochs = train_cfg["epochs"]
-    n_params = sum(p.numel() for p in model.parameters())
-    progress = _progress(range(state.epoch, epochs), rt)
-    for e in progress:
-        sched.step(e if train_cfg["lr_step"] == "exact" else max(e - 1, 0))
-        lr = opt.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        tr = train_one_epoch(student, teacher_fwd, criterion, opt, batches, gen, rt, spec, e + 1)
-        seconds = time.perf_counter() - t0
-        metrics = evaluate(model, batches.val(), rt)
-        line = {"epoch": e + 1, "lr": lr, **{k: v for k, v in tr.items() if k != "images"}, **metrics,
-                "seconds": round(seconds, 3), "images_per_s": round(tr["images"] / seconds, 1), "n_parameters": n_params}
-        state.log_lines.append(json.dumps(line))
-        state.epoch = e + 1
-        if rt.main:
-            _append_line(log_path, state.log_lines[-1])
-            if e + 1 in spec["checkpoint_epochs"]:
-                ckpt = out / f"epoch_{e + 1}.pt"
-                atomic_save(checkpoint_dict(model, spec, record, e + 1, metrics), ckpt)
-                resume.keep(ckpt)
-                state.checkpoints.append(ckpt.name)
-            if e + 1 < epochs:
-                resume.save({"model": model.state_dict(), "criterion": criterion.state_dict(),
-                             "optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": state.epoch,
-                             "log_lines": state.log_lines, "checkpoints": state.checkpoints})
-            _report(progress, line)
+STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal for the members of a group
+
+
+def run_group(members: list[dict], *, teacher_path: str | None = None, store: str | None = None,
+              code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None) -> dict:
+    """Train students that see the same batches (one seed) together: one teacher forward per batch.
+
+    `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE}, ...] (resume and ready optional).
+    Without `store`, each member writes its
+    files into its `out`, exactly as `run` would. With `store`, a member already stored there under its
+    key (distdyn.store.job_key of spec and `code`), or finished in its `out` under the same key, is
+    skipped; the others train in a staging folder of the store and are published there when done.
+    Returns {setting: status} (trained, stored, adopted, failed), which each member's `ready` file
+    receives as JSON at the end (the group rule's outputs).
+    """
+    specs = [m["spec"] for m in members]
+    for s in specs[1:]:
+        diff = [k for k in STREAM_KEYS if s[k] != specs[0][k]]
+        if diff:
+            raise ValueError(f"settings {specs[0]['name']!r} and {s['name']!r} cannot train together: "
+                             f"their {', '.join(diff)} differ")
+    keys = [job_key(s, code) for s in specs]
+    status, todo = {}, []
+    for m, key in zip(members, keys):
+        entry = entry_dir(store, m["spec"], code) if store else None
+        if entry is not None and read_entry(entry) is not None:
+            status[m["spec"]["name"]] = "stored"
+        elif entry is not None and _finished_in(Path(m["out"]), key, _run_files(m["spec"])):
+            status[m["spec"]["name"]] = "adopted"
+        else:
+            todo.append((m, key, entry))
+    if threads:
+        for m, _, _ in todo:
+            m["spec"] = {**m["spec"], "train": {**m["spec"]["train"], "threads": threads}}
+    train_cfg = specs[0]["train"]
+    rt = make_runtime(train_cfg, gpu, device)
+    header = (f"students of seed {specs[0]['seed']} sharing one teacher forward: "
+              f"{', '.join(m['spec']['name'] for m, _, _ in todo) or 'none to train'}")
     if rt.main:
-        atomic_save(checkpoint_dict(model, spec, record, epochs, metrics), out / "final.pt")
-        resume.clear()
-    return [json.loads(s) for s in state.log_lines]
+        log(header)
+        for m, key in zip(members, keys):
+            name = m["spec"]["name"]
+            if name in status:
+                log(f"{name}: {status[name]} (key {key}), not trained again")
+                if status[name] == "adopted":
+                    _adopt(m, entry_dir(store, m["spec"], code))
+    built, entries = [], {}
+    if todo:
+        torch.set_num_threads(todo[0][0]["spec"]["train"]["threads"])
+        gen = seed_everything(specs[0]["seed"])
+        img_size = specs[0]["model"].get("overrides", {}).get("img_size")
+        batches = Batches(specs[0]["data"], todo[0][0]["spec"]["train"], rt, img_size)
+        teacher = load_shared_teacher(teacher_path, [m["spec"] for m, _, _ in todo], batches, rt)
+        if rt.compile:  # one compiled graph per member's variant of the student, and the teacher's
+            from torch import _dynamo
+
+            _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 2 * len(todo) + 8)
+        for m, key, entry in todo:
+            out = staging_dir(entry) if entry is not None else Path(m["out"])
+            if rt.main:
+                out.mkdir(parents=True, exist_ok=True)
+            header = (f"{m['spec']['role']} {m['spec']['name']!r} seed {m['spec']['seed']}: device {rt.device}"
+                      f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
+                      f"compile {rt.compile and rt.compile_mode}, threads {torch.get_num_threads()}, "
+                      f"one teacher forward shared by {len(todo)} students")
+            member = build_member(m["spec"], out, m.get("resume"), rt, batches, teacher, gen, job_key=key,
+                                  prefix=f"{m['spec']['name']} seed {m['spec']['seed']}: ", header=header)
+            built.append(member)
+            entries[member.spec["name"]] = entry
+
+        def done(member: Member) -> None:
+            name, entry = member.spec["name"], entries[member.spec["name"]]
+            status[name] = "failed" if member.error is not None else "trained"
+            if entry is None:
+                return
+            meta = {"name": name, "seed": member.spec["seed"], "key": member.job_key,
+                    "job": f"the group job of seed {member.spec['seed']}"}
+            if member.error is not None:
+                publish_failure(entry, str(member.error), member.lines, meta)
+            else:
+                member.log(f"finished: top-1 {member.metrics['test_acc1']:.2f}%, published to {entry}")
+                publish(member.out, entry, _run_files(member.spec), member.lines, meta)
+
+        train_members(built, shared_teacher_forward(teacher, built, rt), batches, gen, rt, on_done=done)
+        for member in built:
+            status.setdefault(member.spec["name"], "failed" if member.error is not None else "trained")
+    if rt.main:
+        for m, key in zip(members, keys):
+            if m.get("ready"):
+                ready = Path(m["ready"])
+                ready.parent.mkdir(parents=True, exist_ok=True)
+                for stale in ready.parent.glob(f"{m['spec']['name']}.*.json"):  # of earlier specs or code
+                    stale.unlink(missing_ok=True)
+                _write_lines(ready, [json.dumps({"name": m["spec"]["name"], "seed": m["spec"]["seed"],
+                                                 "status": status[m["spec"]["name"]], "key": key}, sort_keys=True)])
+    return status
+
+
+def _run_files(spec: dict) -> list[str]:
+    return ["log.jsonl", *(f"epoch_{e}.pt" for e in spec["checkpoint_epochs"]), "final.pt"]
+
+
+def _finished_in(out: Path, key: str, files: list[str]) -> bool:
+    """Whether `out` holds every file of a finished run of this key (its final.pt, written last, says so)."""
+    if not all((out / f).is_file() for f in files):
+        return False
+    try:
+        return torch.load(out / "final.pt", map_location="cpu", weights_only=True).get("job_key") == key
+    except Exception:  # noqa: BLE001 - a damaged file is no finished run
+        return False
+
+
+def _adopt(m: dict, entry: Path) -> None:
+    adopt(Path(m["out"]), entry, _run_files(m["spec"]), {"name": m["spec"]["name"], "seed": m["spec"]["seed"],
+                                                          "key": entry.name})
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -483,22 +777,23 @@ def _append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def _progress(it, rt: Runtime):
+def _progress_bar(epochs: int, start: int, rt: Runtime):
+    """A tqdm bar over the epochs of a single run on a terminal, else None (a log line per epoch)."""
     if rt.main and sys.stderr.isatty():
         from tqdm import tqdm
 
-        return tqdm(it, desc="epochs", unit="ep")
-    return it
+        return tqdm(total=epochs, initial=start, desc="epochs", unit="ep")
+    return None
 
 
-def _report(progress, line: dict) -> None:
-    msg = (f"epoch {line['epoch']}: loss {line['train_loss']:.4f} (base {line['train_loss_base']:.4f}, "
-           f"feat {line['train_loss_feat']:.4f}, dist {line['train_loss_dist']:.4f}), "
-           f"top-1 {line['test_acc1']:.2f}%, {line['images_per_s']:.0f} img/s")
-    if hasattr(progress, "set_postfix_str"):
-        progress.set_postfix_str(f"top-1 {line['test_acc1']:.1f}%")
-    else:
-        log(msg)
+def _report(bar, m: Member, line: dict) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix_str(f"top-1 {line['test_acc1']:.1f}%")
+        return
+    m.log(f"epoch {line['epoch']}: loss {line['train_loss']:.4f} (base {line['train_loss_base']:.4f}, "
+          f"feat {line['train_loss_feat']:.4f}, dist {line['train_loss_dist']:.4f}), "
+          f"top-1 {line['test_acc1']:.2f}%, {line['images_per_s']:.0f} img/s")
 
 
 # ---------------------------------------------------------------- CLI
@@ -513,23 +808,36 @@ def read_spec(text: str) -> dict:
         return json.load(f)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", required=True, help="job spec: inline JSON or a JSON file")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--spec", help="job spec: inline JSON or a JSON file")
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--group", help="instead of --spec/--out: students of one seed to train together, one teacher "
+                                   "forward per batch; inline JSON or a JSON file: [{spec, out, resume}, ...]")
+    p.add_argument("--store", help="with --group: publish finished students there, skip those already there")
+    p.add_argument("--code", help="the training code's fingerprint (the rule's params.code), part of a run's key")
     p.add_argument("--teacher", help="teacher checkpoint (students)")
     p.add_argument("--resume", help="resume-state file, outside the outputs")
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (default: the spec's train.threads)")
     args = p.parse_args(argv)
-    spec = read_spec(args.spec)
-    if args.threads:
-        spec["train"]["threads"] = args.threads
+    if (args.group is None) == (args.spec is None) or (args.spec is not None and args.out is None):
+        p.error("give --spec and --out, or --group")
     try:
+        if args.group is not None:
+            members = json.loads(args.group) if args.group.strip().startswith("[") else json.loads(Path(args.group).read_text())
+            run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,
+                      device=args.device, threads=args.threads)
+            return 0
+        spec = read_spec(args.spec)
+        key = job_key(spec, args.code)  # of the spec as the job's params hold it, before --threads
+        if args.threads:
+            spec["train"]["threads"] = args.threads
         run(spec, args.out, teacher_path=args.teacher, resume_path=args.resume,
-            gpu=args.gpu, device=args.device)
+            gpu=args.gpu, device=args.device, key=key)
     except NonFiniteLossError as e:
         log(f"error: {e}")
         return 3

@@ -6,6 +6,7 @@ rule cka:
         "results/metrics/runs/{setting}/seed_{seed}/cka.csv",
     params:
         code=code_fingerprint("distdyn.analysis"),
+        expect=lambda w: as_json(student_identities(w.setting, w.seed) + [model_identity("teacher")]),
     conda:
         ENV
     log:
@@ -15,7 +16,7 @@ rule cka:
         mem_mb=RES["metrics_mem_mb"],
     shell:
         "python -m distdyn.analysis cka --student {input.student} --teacher {input.teacher} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "--expect {params.expect:q} --threads {threads} > {log} 2>&1"
 
 
 rule gather_cka:
@@ -25,12 +26,13 @@ rule gather_cka:
         "results/metrics/cka.csv",
     params:
         code=code_fingerprint("distdyn.metrics"),
+        expect=cka_expect(),
     conda:
         ENV
     log:
         "results/logs/gather_cka.log",
     shell:
-        "python -m distdyn.metrics gather --tables {input.tables} --out {output} > {log} 2>&1"
+        "python -m distdyn.metrics gather --tables {input.tables} --expect {params.expect:q} --out {output} > {log} 2>&1"
 
 
 rule phases:
@@ -57,6 +59,8 @@ rule encoding:
     params:
         code=code_fingerprint("distdyn.analysis"),
         permutations=config["analysis"]["permutations"],
+        expect=as_json([model_identity(m) for m in MODELS]
+                       + [student_identities(s, seed)[-1] for s, seed in student_runs()]),
     conda:
         ENV
     log:
@@ -66,4 +70,4 @@ rule encoding:
         mem_mb=RES["metrics_mem_mb"],
     shell:
         "python -m distdyn.analysis encoding {input.dumps} --permutations {params.permutations} "
-        "--out {output} --threads {threads} > {log} 2>&1"
+        "--expect {params.expect:q} --out {output} --threads {threads} > {log} 2>&1"

@@ -4,7 +4,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")  # as pyproject.toml's snakemake>=9
@@ -13,9 +12,10 @@ PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
 
 from distdyn.jobenv import export_environment  # noqa: E402
+from distdyn.errors import DistdynError, error_line  # noqa: E402
 from distdyn.config import (  # noqa: E402
     PRETRAINED_TEACHER,
-    ConfigError,
+    _build_shape,
     _data_and_models,
     check_config,
     checkpoint_epochs,
@@ -26,12 +26,14 @@ from distdyn.config import (  # noqa: E402
 )
 
 # Schema first (workflow/schemas/config.schema.yaml: defaults filled in, numbers written as strings
-# coerced, types checked), then the cross-field checks; either names the key in one line, where
-# snakemake.utils.validate would print the whole schema node.
+# coerced, types checked), then the cross-field checks; either names the key (or file) in one line,
+# `error: config key '...': ...`, where snakemake.utils.validate would print the whole schema node. The
+# line and exit status 1 are all the console shows: a WorkflowError would add the Snakefile's frame.
 try:
     check_config(validate_schema(config))
-except ConfigError as e:
-    raise WorkflowError(f"invalid configuration: {e}") from None
+except DistdynError as e:
+    print(error_line(e), file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 export_environment(PKG_DIR)
 ENV = "../../envs/distdyn.yaml"
@@ -122,6 +124,51 @@ def weights_source(name):
 
 def model_role(name):
     return "teacher" if name == "teacher" else "model"
+
+
+# What each reader must find: a dump's identifying attributes (as the dump rules write them), and the
+# rows of each per-run table (models x layers x metrics); another run's file or a truncated one is an error.
+from distdyn.metrics import LAYER_METRICS  # noqa: E402
+
+MODEL_SHAPES = {"teacher": _SHAPES["teacher"]} if SETTINGS else {}
+MODEL_SHAPES.update({m: _build_shape(f"extra_models[{i}]", e, DATA_INFO) for i, (m, e) in enumerate(EXTRA_MODELS.items())})
+
+
+def model_identity(name):
+    """The attributes of results/activations/{name}.h5 (the teacher's, or an extra model's)."""
+    if name == "teacher":
+        return {"model": "teacher", "role": "teacher", "setting": "teacher", "seed": config["teacher"]["seed"],
+                "epoch": config["teacher"]["train"]["epochs"]}
+    return {"model": name, "role": "model", "setting": name, "seed": 0, "epoch": 0}
+
+
+def student_identities(setting, seed):
+    """The attributes of each of one run's dumps, in STUDENT_CKPTS order."""
+    epochs = checkpoint_epochs(config["student"]["train"]) + [config["student"]["train"]["epochs"]]
+    return [{"model": f"{setting}/seed_{seed}/{c}", "role": "student", "setting": setting, "seed": int(seed),
+             "epoch": e} for c, e in zip(STUDENT_CKPTS, epochs)]
+
+
+def run_table_expect(kind):
+    """gather's --expect for run_tables(kind): per table its models x layers (x metrics), as errors.check_complete."""
+    runs = [([m], MODEL_SHAPES[m]) for m in MODELS] + [
+        ([i["model"] for i in student_identities(s, seed)], _SHAPES["student"]) for s, seed in student_runs()]
+    out = []
+    for models, (depth, width) in runs:
+        keys = [["model", models], ["layer", list(range(1, depth + 1))]]
+        if kind == "layers.csv":
+            out.append({"keys": keys + [["metric", list(LAYER_METRICS)]], "per_group": 1})
+        else:
+            out.append({"keys": keys, "per_group": width // 2})
+    return as_json(out)
+
+
+def cka_expect():
+    """gather_cka's --expect: per run, its checkpoints x student blocks x teacher blocks."""
+    return as_json([{"keys": [["model", [i["model"] for i in student_identities(s, seed)]],
+                              ["student_layer", list(range(1, _SHAPES["student"][0] + 1))],
+                              ["teacher_layer", list(range(1, _SHAPES["teacher"][0] + 1))]], "per_group": 1}
+                    for s, seed in student_runs()])
 
 
 def run_dir(setting, seed):

@@ -4,15 +4,37 @@ METRIC_OPTS = (
     f"--ci {config['metrics']['ci']} --outlier-multiple {config['metrics']['outlier_multiple']}"
 )
 METRIC_SHELL = (
-    "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} "
+    "DISTDYN_KERNELS=$(cat {input.kernels}) "  # the library build_kernels made (or `torch`): never a compile
+    "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} --expect {params.expect:q} "
     "--entropy-wide {output.entropy} --threads {threads} --gpu {resources.gpu} > {log} 2>&1"
 )
 METRIC_GPU = RES["gpu"] if config["metrics"]["gpu"] else 0
+KERNELS = "results/kernels/library.txt"  # what the metric jobs load: the built library's path, or `torch`
+
+
+# The metric kernel is built once, before any metric job (those load it and never compile): into
+# results/kernels under the hash of its source, on the submitting machine under SLURM.
+localrules:
+    build_kernels,
+
+
+rule build_kernels:
+    output:
+        KERNELS,
+    params:
+        code=code_fingerprint("distdyn.kernels"),
+    conda:
+        ENV
+    log:
+        "results/logs/build_kernels.log",
+    shell:
+        "DISTDYN_CACHE=results/kernels python -m distdyn.kernels --out {output} > {log} 2>&1"
 
 
 rule compute_model_metrics:
     input:
         dumps="results/activations/{model}.h5",
+        kernels=KERNELS,
     output:
         layers="results/metrics/runs/{model}/layers.csv",
         spectra="results/metrics/runs/{model}/spectra.csv",
@@ -21,6 +43,7 @@ rule compute_model_metrics:
         code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
+        expect=lambda w: as_json([model_identity(w.model)]),
     conda:
         ENV
     log:
@@ -38,6 +61,7 @@ rule compute_model_metrics:
 rule compute_metrics:
     input:
         dumps=expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
+        kernels=KERNELS,
     output:
         layers="results/metrics/runs/{setting}/seed_{seed}/layers.csv",
         spectra="results/metrics/runs/{setting}/seed_{seed}/spectra.csv",
@@ -46,6 +70,7 @@ rule compute_metrics:
         code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
+        expect=lambda w: as_json(student_identities(w.setting, w.seed)),
     conda:
         ENV
     log:
@@ -69,13 +94,16 @@ rule gather_metrics:
         spectra="results/metrics/spectra.csv",
     params:
         code=code_fingerprint("distdyn.metrics"),
+        layers=run_table_expect("layers.csv"),
+        spectra=run_table_expect("spectra.csv"),
     conda:
         ENV
     log:
         "results/logs/gather_metrics.log",
     shell:
-        "(python -m distdyn.metrics gather --tables {input.layers} --out {output.layers} && "
-        "python -m distdyn.metrics gather --tables {input.spectra} --out {output.spectra}) > {log} 2>&1"
+        "(python -m distdyn.metrics gather --tables {input.layers} --expect {params.layers:q} --out {output.layers} && "
+        "python -m distdyn.metrics gather --tables {input.spectra} --expect {params.spectra:q} --out {output.spectra}"
+        ") > {log} 2>&1"
 
 
 rule accuracy_tables:
