@@ -27,6 +27,9 @@ grep -E "steps \(" "$OUT/snakemake.log" | tail -1
 cat results/metrics/accuracy_summary.csv 2>/dev/null
 stamp "benchmark fashion"; python3 benchmarks/train_step.py --pair fashion 2>&1 | grep -v -i warn
 stamp "benchmark cait"; python3 benchmarks/train_step.py --pair cait 2>&1 | grep -v -i warn
+# seven students on one teacher (a distill_group job) against seven separate steps
+stamp "benchmark fashion, 7 students"; python3 benchmarks/train_step.py --pair fashion --students 7 --repeat 2 2>&1 | grep -v -i warn
+stamp "benchmark cait, 7 students"; python3 benchmarks/train_step.py --pair cait --students 7 --batch 128 --steps 10 --repeat 2 2>&1 | grep -v -i warn
 stamp "metric engine on cuda"; python3 benchmarks/metrics.py --device cuda --repeat 2 2>&1 | grep -v -i warn
 python3 -m pytest -q -p no:cacheprovider tests/test_metrics.py -k cuda 2>&1 | tail -2
 stamp done
