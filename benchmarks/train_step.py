@@ -9,8 +9,9 @@ Both steps use the same models, batch and last-layer spectral loss (distdyn.loss
   reference  as the authors' loop: fp16 autocast + GradScaler on CUDA, plain torch AdamW, no
              compile, teacher under torch.no_grad(), a DataLoader-style host-to-device copy per step
   distdyn    distdyn.train's step: bf16 autocast, fused AdamW (timm factory), teacher under
-             torch.inference_mode(), torch.compile of student and teacher in train.compile_mode
-             (default reduce-overhead: CUDA graphs) on CUDA, data already on the device
+             torch.inference_mode(), torch.compile of student and teacher in --compile-mode
+             (here reduce-overhead, CUDA graphs; the workflow's train.compile_mode defaults to
+             default) on CUDA, data already on the device
 Prints images/s for both and the ratio; on CUDA also distdyn's step without compile and with
 compile mode default. On CPU both run in float32 without compile.
 
@@ -155,12 +156,12 @@ def group_benchmark(p: dict, device, x, y, n: int, args) -> None:
         for k, fn in steps.items():
             runs[k].append(images_per_s(fn, batch, args.steps, args.warmup, device))
     best = {k: max(v) for k, v in runs.items()}
-    every = lambda k: " ".join(f"{v:.1f}" for v in runs[k])  # noqa: E731
+    every = lambda k: " ".join(f"{v:.2f}" for v in runs[k])  # noqa: E731
     t_teacher, t_student = batch / best["teacher"], batch / best["student"]
-    print(f"{'teacher forward':44s} {best['teacher']:10.1f} images/s   ({t_teacher:.3f} s per batch; all: {every('teacher')})")
-    print(f"{'student step (teacher outputs given)':44s} {best['student']:10.1f} images/s   ({t_student:.3f} s per batch; all: {every('student')})")
-    print(f"{f'separate: {n} x (teacher forward + step)':44s} {best['separate']:10.1f} images/s per student   (all: {every('separate')})")
-    print(f"{f'shared: 1 teacher forward + {n} steps':44s} {best['shared']:10.1f} images/s per student   (all: {every('shared')})")
+    print(f"{'teacher forward':44s} {best['teacher']:10.2f} images/s   ({t_teacher:.3f} s per batch; all: {every('teacher')})")
+    print(f"{'student step (teacher outputs given)':44s} {best['student']:10.2f} images/s   ({t_student:.3f} s per batch; all: {every('student')})")
+    print(f"{f'separate: {n} x (teacher forward + step)':44s} {best['separate']:10.2f} images/s per student   (all: {every('separate')})")
+    print(f"{f'shared: 1 teacher forward + {n} steps':44s} {best['shared']:10.2f} images/s per student   (all: {every('shared')})")
     expected = (t_student + t_teacher / n) / (t_student + t_teacher)
     print(f"{'per-student step cost, shared / separate':44s} {best['separate'] / best['shared']:10.2f}    "
           f"(from the parts: (student + teacher / {n}) / (student + teacher) = {expected:.2f})")
