@@ -64,7 +64,7 @@ def test_cka_matrix_streaming_equals_in_memory(tmp_path, chunk):
     # A large common offset checks the algebraic centring in float64.
     t = correlated_blocks(3, 10, 4, 6, seed=1, offset=50.0)
     s = correlated_blocks(2, 10, 4, 5, seed=2, base=t)
-    write_fake_dump(tmp_path / "s.h5", s, role="student", model="m/epoch_3")
+    write_fake_dump(tmp_path / "s.h5", s, role="student", model="m/epoch_3", checkpoint="epoch_3")
     write_fake_dump(tmp_path / "t.h5", t)
     m = cka_matrix(tmp_path / "s.h5", tmp_path / "t.h5", chunk_images=chunk)
     assert m.shape == (2, 3)
@@ -129,9 +129,9 @@ def layer_table(profiles, half_width=0.05):
     for model, values in profiles.items():
         for layer, v in enumerate(values, 1):
             hw = np.nan if half_width is None else half_width
-            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3,
+            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3, "checkpoint": "final",
                          "layer": layer, "metric": "entropy", "value": v, "ci_low": v - hw, "ci_high": v + hw})
-            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3,
+            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3, "checkpoint": "final",
                          "layer": layer, "metric": "activation_magnitude", "value": -v, "ci_low": -v, "ci_high": -v})
     return pd.DataFrame(rows)[LAYER_COLUMNS]
 

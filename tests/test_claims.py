@@ -55,7 +55,7 @@ def teacher_layers(values, half_width=0.05, metric="entropy") -> pd.DataFrame:
     v = np.asarray(values, float)
     hw = np.broadcast_to(np.asarray(half_width, float), v.shape)
     return pd.DataFrame({"model": "teacher", "role": "teacher", "setting": "teacher", "seed": 0, "epoch": 10,
-                         "layer": np.arange(1, len(v) + 1), "metric": metric, "value": v,
+                         "checkpoint": "final", "layer": np.arange(1, len(v) + 1), "metric": metric, "value": v,
                          "ci_low": v - hw, "ci_high": v + hw})
 
 
@@ -67,7 +67,7 @@ def student_layers(profiles: dict, epoch: int = 8) -> pd.DataFrame:
             v = np.asarray(prof, float)
             for label, ep, vals in ((f"epoch_{epoch // 2}", epoch // 2, v + 0.5), ("final", epoch, v)):
                 frames.append(pd.DataFrame({"model": f"{name}/seed_{seed}/{label}", "role": "student",
-                                            "setting": name, "seed": seed, "epoch": ep,
+                                            "setting": name, "seed": seed, "epoch": ep, "checkpoint": label,
                                             "layer": np.arange(1, len(v) + 1), "metric": "entropy",
                                             "value": vals, "ci_low": np.nan, "ci_high": np.nan}))
     return pd.concat(frames, ignore_index=True)

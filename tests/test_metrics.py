@@ -24,7 +24,8 @@ def write_fake_dump(path, blocks, grads=None, **attrs):
         f["grad_magnitude"] = grads if grads is not None else np.ones((L, B), np.float32)
         f.attrs.update({"grid_h": side, "grid_w": N // side, "model": attrs.get("model", "teacher"),
                         "role": attrs.get("role", "teacher"), "setting": attrs.get("setting", "teacher"),
-                        "seed": 0, "epoch": attrs.get("epoch", 5), "layer_names": [f"blocks.{i}" for i in range(L)],
+                        "seed": 0, "epoch": attrs.get("epoch", 5), "checkpoint": attrs.get("checkpoint", "final"),
+                        "layer_names": [f"blocks.{i}" for i in range(L)],
                         "config_hash": "x", "distdyn_version": "test"})
     return path
 
@@ -262,7 +263,7 @@ def test_tables_have_documented_columns(tmp_path):
     rng = np.random.default_rng(3)
     blocks = rng.normal(size=(2, 6, 4, 8)).astype(np.float32)
     paths = [write_fake_dump(tmp_path / f"{n}.h5", blocks, model=f"logit/seed_0/{n}", role="student",
-                             setting="logit", epoch=e) for n, e in (("epoch_2", 2), ("final", 4))]
+                             setting="logit", epoch=e, checkpoint=n) for n, e in (("epoch_2", 2), ("final", 4))]
     layers, spectra = metrics.compute_tables([str(p) for p in paths], bootstrap=10)
     assert list(layers.columns) == LAYER_COLUMNS
     assert list(spectra.columns) == SPECTRA_COLUMNS

@@ -10,7 +10,7 @@ Layout of a dump (paper.md 2.1 and 2.4):
   /probe_indices   [B]           indices into the validation split
   /logits          [B, classes]
   /grad_magnitude  [L, B]        mean |d logit_target / d block output| over the block's whole output
-attributes: grid_h, grid_w, model, role, setting, seed, epoch, layer_names, config_hash, distdyn_version
+attributes: grid_h, grid_w, model, role, setting, seed, epoch, checkpoint, layer_names, config_hash, distdyn_version
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from .jobenv import granted_device
 from .models import checkpoint_record, forward_with_blocks
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
-ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "layer_names", "config_hash", "distdyn_version")
+ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "checkpoint", "layer_names", "config_hash", "distdyn_version")
 
 
 class DumpError(DistdynError):
@@ -158,7 +158,8 @@ def stored_value_range(f: h5py.File) -> tuple[np.ndarray, np.ndarray] | None:
 def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: str | Path, meta: dict,
          dtype: str = "float32", compression: str = "lzf", chunk_images: int = 64, batch_size: int = 128,
          device: str = "cpu") -> Path:
-    """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename)."""
+    """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename).
+    `meta`: model, role, setting, seed, and checkpoint (final, the default, or epoch_E)."""
     from .train import build_from_checkpoint
 
     ckpt = checkpoint_record(ckpt_path)
@@ -202,7 +203,7 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
             f.create_dataset("labels", data=probe["label"].to_numpy().astype(np.int64))
             f.create_dataset("probe_indices", data=indices.astype(np.int64))
             f.attrs.update({"model": meta["model"], "role": meta["role"], "setting": meta["setting"],
-                            "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]),
+                            "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]), "checkpoint": meta.get("checkpoint", "final"),
                             "config_hash": str(ckpt.get("spec_hash", "")), "distdyn_version": __version__,
                             "arch": ckpt["arch"], "test_acc1": float(ckpt.get("test_acc1", float("nan")))})
         os.replace(tmp, out)
@@ -263,12 +264,12 @@ def dump_meta(f: h5py.File) -> dict:
     """The identifying attributes of an open dump."""
     a = f.attrs
     return {"model": str(a["model"]), "role": str(a["role"]), "setting": str(a["setting"]),
-            "seed": int(a["seed"]), "epoch": int(a["epoch"])}
+            "seed": int(a["seed"]), "epoch": int(a["epoch"]), "checkpoint": str(a["checkpoint"])}
 
 
 def check_identity(f: h5py.File, path, expected: dict | None) -> dict:
     """The dump's identifying attributes, which must equal every key of `expected` (what the reader was
-    asked to read: model, role, setting, seed, epoch); DumpError naming the file otherwise."""
+    asked to read: model, role, setting, seed, epoch, checkpoint); DumpError naming the file otherwise."""
     meta = dump_meta(f)
     wrong = {k: v for k, v in (expected or {}).items() if str(meta.get(k)) != str(v)}
     if wrong:
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--probe-file", required=True)
     pd_.add_argument("--dump", default="{}", help="dump config (JSON): dtype, compression, chunk_images")
     pd_.add_argument("--model-names", nargs="+", required=True, help="model identifier per checkpoint")
+    pd_.add_argument("--checkpoint-labels", nargs="+", help="per checkpoint: final or epoch_E (default: final)")
     pd_.add_argument("--role", required=True, choices=["teacher", "student", "model"])
     pd_.add_argument("--setting", default="teacher")
     pd_.add_argument("--seed", type=int, default=0)
@@ -308,14 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "probe":
         write_probe(read_spec(args.data), read_spec(args.probe), args.out)
         return 0
-    if not len(args.checkpoints) == len(args.out) == len(args.model_names):
-        p.error("give one --out and one --model-names entry per checkpoint")
+    labels = args.checkpoint_labels or ["final"] * len(args.checkpoints)
+    if not len(args.checkpoints) == len(args.out) == len(args.model_names) == len(labels):
+        p.error("give one --out, --model-names and --checkpoint-labels entry per checkpoint")
     torch.set_num_threads(args.threads)
     device = granted_device(args.gpu)
     opts = read_spec(args.dump)
-    for ckpt, out, name in zip(args.checkpoints, args.out, args.model_names):
+    for ckpt, out, name, label in zip(args.checkpoints, args.out, args.model_names, labels):
         dump(ckpt, out, data_cfg=read_spec(args.data), probe_file=args.probe_file,
-             meta={"model": name, "role": args.role, "setting": args.setting, "seed": args.seed},
+             meta={"model": name, "role": args.role, "setting": args.setting, "seed": args.seed,
+                   "checkpoint": label},
              dtype=opts.get("dtype", "float32"), compression=opts.get("compression", "lzf"),
              chunk_images=opts.get("chunk_images", 64), device=device)
         print(f"wrote {out}", file=sys.stderr)

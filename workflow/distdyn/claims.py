@@ -396,17 +396,13 @@ def final_feature_loss(accuracy: pd.DataFrame, curves: pd.DataFrame, setting: st
     return values
 
 
-def _is_final(model: pd.Series) -> pd.Series:
-    return model.astype(str).str.endswith("final")
-
-
 def entropy_profiles(layers: pd.DataFrame, setting: str, checkpoint: str = "final") -> dict:
     """{seed: Series(layer -> entropy)} of a student setting's final (or earliest) checkpoint."""
     rows = layers[(layers["role"] == "student") & (layers["setting"] == setting) & (layers["metric"] == "entropy")]
     if checkpoint == "final":
-        rows = rows[_is_final(rows["model"])]
+        rows = rows[rows["checkpoint"] == "final"]
     else:
-        rows = rows[~_is_final(rows["model"])]
+        rows = rows[rows["checkpoint"] != "final"]
     out = {}
     for seed, run in rows.groupby("seed"):
         if checkpoint != "final":
@@ -422,7 +418,7 @@ def teacher_entropy(layers: pd.DataFrame, metric: str = "entropy") -> pd.DataFra
     rows = layers[(layers["role"] == "teacher") & (layers["metric"] == metric)]
     if len(rows) == 0:
         return rows
-    final = rows[(rows["model"].astype(str) == "teacher") | _is_final(rows["model"])]
+    final = rows[rows["checkpoint"] == "final"]
     rows = final if len(final) else rows[rows["epoch"] == rows["epoch"].max()]
     cols = [c for c in ("value", "ci_low", "ci_high") if c in rows.columns]
     return rows.groupby("layer")[cols].mean().sort_index().reset_index()
@@ -814,7 +810,7 @@ def claim_c12(ctx: _Ctx) -> dict:
             if np.isnan(a).all() or np.isnan(b).all():
                 continue
             epoch = ctx.layers[(ctx.layers.setting == n) & (ctx.layers.role == "student")
-                               & ~_is_final(ctx.layers.model)].epoch.min()
+                               & (ctx.layers.checkpoint != "final")].epoch.min()
             lines.append(f"- earliest checkpoint (epoch {int(epoch)}), aligned layer L{lay}: {n} "
                          f"{fmt(np.nanmean(a), 3)} vs {ctx.ref} {fmt(np.nanmean(b), 3)} bits "
                          f"({fmt(np.nanmean(a) - np.nanmean(b), 3, True)})")

@@ -51,7 +51,7 @@ SCALAR_METRICS = ("frequency_intensity", "entropy", "entropy_global", "entropy_p
                   "gradient_magnitude")  # means over images of per-image values
 OUTLIER_METRICS = ("outlier_ratio", "outlier_channels")  # from channel means over all images
 LAYER_METRICS = SCALAR_METRICS + OUTLIER_METRICS
-ID_COLUMNS = ["model", "role", "setting", "seed", "epoch"]
+ID_COLUMNS = ["model", "role", "setting", "seed", "epoch", "checkpoint"]  # checkpoint: final or epoch_E
 LAYER_COLUMNS = [*ID_COLUMNS, "layer", "metric", "value", "ci_low", "ci_high"]
 SPECTRA_COLUMNS = [*ID_COLUMNS, "layer", "freq", "intensity"]
 
@@ -375,16 +375,9 @@ def spectra_rows(m: DumpMetrics) -> pd.DataFrame:
                          "intensity": m.spectra.ravel()})[SPECTRA_COLUMNS]
 
 
-def checkpoint_label(model: str) -> str:
-    """'spectral_last/seed_0/epoch_4' -> 'epoch_4'; 'teacher' -> 'final'."""
-    tail = model.rsplit("/", 1)[-1]
-    return tail if tail.startswith(("epoch_", "final")) else "final"
-
-
 def entropy_wide(layers: pd.DataFrame) -> pd.DataFrame:
     """The authors' layout: rows = checkpoints in epoch order then final, columns Layer_1..Layer_L."""
     e = layers[layers.metric == "entropy"].copy()
-    e["checkpoint"] = e.model.map(checkpoint_label)
     e["is_final"] = e.checkpoint == "final"
     wide = e.pivot_table(index=["is_final", "epoch", "checkpoint"], columns="layer", values="value")
     wide = wide.sort_index().reset_index(level=["is_final", "epoch"], drop=True)

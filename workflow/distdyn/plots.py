@@ -41,7 +41,7 @@ def save(fig, path: Path) -> None:
 
 
 def _final_rows(layers: pd.DataFrame) -> pd.DataFrame:
-    return layers[layers.model.str.endswith("final") | (layers.role != "student")]
+    return layers[layers.checkpoint == "final"]
 
 
 def _model(layers: pd.DataFrame, model: str, metric: str) -> pd.DataFrame:
@@ -148,7 +148,7 @@ def model_outliers(layers: pd.DataFrame, model: str, settings: list[str]):
 def entropy_heatmap(layers: pd.DataFrame, setting: str):
     """Checkpoint x layer entropy, mean over seeds."""
     e = layers[(layers.setting == setting) & (layers.metric == "entropy")].copy()
-    e["checkpoint"] = np.where(e.model.str.endswith("final"), "final", "epoch " + e.epoch.astype(str))
+    e["checkpoint"] = np.where(e.checkpoint == "final", "final", "epoch " + e.epoch.astype(str))
     e["order"] = np.where(e.checkpoint == "final", np.inf, e.epoch)
     grid = e.groupby(["order", "checkpoint", "layer"]).value.mean().unstack("layer").sort_index()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
@@ -220,7 +220,7 @@ def accuracy_curves(curves: pd.DataFrame, settings: list[str]):
 
 def cka_heatmap(cka: pd.DataFrame, setting: str):
     """Linear CKA of every final student block against every teacher block, mean over seeds."""
-    d = cka[(cka.setting == setting) & cka.model.str.endswith("final")]
+    d = cka[(cka.setting == setting) & (cka.checkpoint == "final")]
     grid = d.groupby(["student_layer", "teacher_layer"]).cka.mean().unstack("teacher_layer")
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * grid.shape[1], 1.0 + 0.5 * grid.shape[0]))
     im = ax.imshow(grid.values, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
@@ -237,7 +237,7 @@ def cka_heatmap(cka: pd.DataFrame, setting: str):
 
 def encoding_figure(enc: pd.DataFrame, settings: list[str], models: list[str]):
     """Last-layer encoding width: per-image SVD vs dataset PCA dims, and the SEP curve against the diagonal."""
-    final = enc[(enc.role != "student") | enc.model.str.endswith("final")]
+    final = enc[enc.checkpoint == "final"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     cmap, greys = plt.get_cmap("tab10"), plt.get_cmap("Greys")
     models = [(m, final[(final.model == m) & (final.role != "student")],

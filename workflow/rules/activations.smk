@@ -16,6 +16,7 @@ rule select_probe:
 
 DUMP_SHELL = (
     "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
+    "--checkpoint-labels {params.checkpoints} "
     "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
     "--dump {params.dump:q} --probe-file {input.probe} --gpu {resources.gpu} > {log} 2>&1"
 )
@@ -30,6 +31,7 @@ rule dump_model_activations:
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: w.model,
+        checkpoints="final",
         role=lambda w: model_role(w.model),
         setting=lambda w: w.model,
         seed=lambda w: config["teacher"]["seed"] if w.model == "teacher" else 0,
@@ -58,6 +60,7 @@ rule dump_activations:
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),
+        checkpoints=" ".join(STUDENT_CKPTS),
         role="student",
         setting=lambda w: w.setting,
         seed=lambda w: w.seed,

@@ -138,15 +138,15 @@ def model_identity(name):
     """The attributes of results/activations/{name}.h5 (the teacher's, or an extra model's)."""
     if name == "teacher":
         return {"model": "teacher", "role": "teacher", "setting": "teacher", "seed": config["teacher"]["seed"],
-                "epoch": config["teacher"]["train"]["epochs"]}
-    return {"model": name, "role": "model", "setting": name, "seed": 0, "epoch": 0}
+                "epoch": config["teacher"]["train"]["epochs"], "checkpoint": "final"}
+    return {"model": name, "role": "model", "setting": name, "seed": 0, "epoch": 0, "checkpoint": "final"}
 
 
 def student_identities(setting, seed):
     """The attributes of each of one run's dumps, in STUDENT_CKPTS order."""
     epochs = checkpoint_epochs(config["student"]["train"]) + [config["student"]["train"]["epochs"]]
     return [{"model": f"{setting}/seed_{seed}/{c}", "role": "student", "setting": setting, "seed": int(seed),
-             "epoch": e} for c, e in zip(STUDENT_CKPTS, epochs)]
+             "epoch": e, "checkpoint": c} for c, e in zip(STUDENT_CKPTS, epochs)]
 
 
 def run_table_expect(kind):
