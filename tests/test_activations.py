@@ -40,7 +40,7 @@ def test_round_trip_with_all_datasets_and_attributes(teacher_dump, tiny_cfg):
     # Against a direct forward pass and autograd on one image.
     from distdyn.activations import val_split
     from distdyn.models import forward_with_blocks
-    from distdyn.train import build_from_checkpoint
+    from distdyn.models import build_from_checkpoint
     from distdyn.models import load_checkpoint
 
     model = build_from_checkpoint(load_checkpoint(ckpt), "cpu")

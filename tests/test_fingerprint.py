@@ -232,8 +232,8 @@ def test_stages_cover_what_they_import_and_nothing_else():
     assert "config.py" not in train  # config checks run where jobs are planned, not in jobs
     assert "config.py" not in _covered("distdyn.activations", root)
     # errors.py: the one error path (a bad input is one line) every entry point shares
-    assert _covered("distdyn.plots", root) == {"__init__.py", "errors.py", "plots.py"}
-    assert _covered("distdyn.claims", root) == {"__init__.py", "errors.py", "claims.py"}
+    assert _covered("distdyn.plots", root) == {"__init__.py", "errors.py", "io.py", "plots.py"}
+    assert _covered("distdyn.claims", root) == {"__init__.py", "errors.py", "io.py", "claims.py"}
     assert "fingerprint.py" not in _covered("distdyn.analysis", root)
 
 
@@ -261,7 +261,7 @@ def test_cli_prints_each_stage_with_its_rules_and_files():
     for name in ("distdyn.plots", "plots", "plot"):  # a module, its short name, a rule that runs it
         one = subprocess.run([sys.executable, "-m", "distdyn.fingerprint", name], cwd=ROOT / "workflow",
                              capture_output=True, text=True, check=True).stdout.splitlines()
-        assert one[0].startswith("distdyn.plots ") and sorted(l.split()[1] for l in one[1:]) == ["__init__.py", "errors.py", "plots.py"]
+        assert one[0].startswith("distdyn.plots ") and sorted(l.split()[1] for l in one[1:]) == ["__init__.py", "errors.py", "io.py", "plots.py"]
 
 
 def test_every_rule_records_a_code_fingerprint():

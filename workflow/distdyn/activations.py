@@ -15,9 +15,7 @@ attributes: grid_h, grid_w, model, role, setting, seed, epoch, checkpoint, layer
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -29,7 +27,8 @@ from . import __version__
 from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
 from .errors import CheckpointError, DistdynError, TableError, cli, first_line, read_table, remedy
 from .jobenv import granted_device
-from .models import checkpoint_record, forward_with_blocks
+from .io import atomic_path, read_spec, write_csv
+from .models import build_from_checkpoint, checkpoint_record, forward_with_blocks
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
 ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "checkpoint", "layer_names", "config_hash", "distdyn_version")
@@ -60,16 +59,8 @@ def write_probe(data_cfg: dict, probe_cfg: dict, out: str | Path) -> pd.DataFram
     labels = val_labels(val_split(data_cfg))
     idx = probe_indices(labels, probe_cfg["size"], probe_cfg["seed"], probe_cfg["mode"])
     df = pd.DataFrame({"index": idx, "label": labels[idx]})
-    _atomic_csv(df, out)
+    write_csv(df, out)
     return df
-
-
-def _atomic_csv(df: pd.DataFrame, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
 
 
 def read_probe(path: str | Path, split) -> pd.DataFrame:
@@ -160,8 +151,6 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
          device: str = "cpu") -> Path:
     """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename).
     `meta`: model, role, setting, seed, and checkpoint (final, the default, or epoch_E)."""
-    from .train import build_from_checkpoint
-
     ckpt = checkpoint_record(ckpt_path)
     try:
         model = build_from_checkpoint(ckpt, device)
@@ -172,11 +161,7 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
     split = val_split(data_cfg, ckpt["overrides"].get("img_size"))
     probe = read_probe(probe_file, split)
     indices = probe["index"].to_numpy()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             start = 0
             for x, y in probe_batches(split, indices, batch_size):
@@ -206,11 +191,7 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
                             "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]), "checkpoint": meta.get("checkpoint", "final"),
                             "config_hash": str(ckpt.get("spec_hash", "")), "distdyn_version": __version__,
                             "arch": ckpt["arch"], "test_acc1": float(ckpt.get("test_acc1", float("nan")))})
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return Path(out)
 
 
 def refuse_non_finite(blocks: np.ndarray, stored: np.ndarray, grad_mag: np.ndarray, ckpt_path, first_image: int) -> None:
@@ -284,8 +265,6 @@ def check_identity(f: h5py.File, path, expected: dict | None) -> dict:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from .train import read_spec
-
     p = argparse.ArgumentParser(prog="python -m distdyn.activations", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)

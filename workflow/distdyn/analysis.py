@@ -29,7 +29,8 @@ import torch
 
 from .activations import DumpError, check_identity, open_dump
 from .errors import cli, read_table, remedy
-from .metrics import ID_COLUMNS, LAYER_COLUMNS, bootstrap_ci, write_csv
+from .io import chunks, write_csv
+from .metrics import ID_COLUMNS, LAYER_COLUMNS, bootstrap_ci
 
 CKA_COLUMNS = [*ID_COLUMNS, "student_layer", "teacher_layer", "cka"]
 PHASE_COLUMNS = [*ID_COLUMNS, "num_layers", "min_layer", "h_first", "h_min", "h_last", "drop", "rise",
@@ -37,11 +38,6 @@ PHASE_COLUMNS = [*ID_COLUMNS, "num_layers", "min_layer", "h_first", "h_min", "h_
 ENCODING_COLUMNS = [*ID_COLUMNS, "layer", "measure", "threshold", "value", "ci_low", "ci_high"]
 ENERGY_TAUS = (0.80, 0.90, 0.95, 0.99)  # SVD / PCA energy fractions (the follow-up's table)
 SEP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # SEP curve levels, as fractions of 100 %
-
-
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
 
 
 def _read(blocks, layer: int, b0: int, b1: int) -> torch.Tensor:
@@ -107,7 +103,7 @@ def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images:
         yy, sy = torch.zeros(Lt, Ct, Ct, **f64), torch.zeros(Lt, Ct, **f64)
         xy = torch.zeros(Ls, Lt, Cs, Ct, **f64)
         n = 0
-        for b0, b1 in _chunks(B, max(1, chunk_images)):
+        for b0, b1 in chunks(B, max(1, chunk_images)):
             # The student chunk is read once and kept in its stored dtype (pooled ones are
             # small); widening it again per teacher layer costs ~1/C_t of the product.
             xs = [torch.from_numpy(np.asarray(xs_all[i, b0:b1])) for i in range(Ls)]
@@ -278,7 +274,7 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
         second = torch.zeros(C, C, dtype=torch.float64)
         sep = torch.zeros(C, C, dtype=torch.float64)
         tokens, svd = 0, []
-        for b0, b1 in _chunks(B, chunk_images):
+        for b0, b1 in chunks(B, chunk_images):
             x = _read(blocks, layer, b0, b1)
             if not torch.isfinite(x).all():
                 _refuse_non_finite(dump_path, layer)
@@ -289,7 +285,7 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
             sep += m
             tokens += k
         basis = pca_basis(second / (B * N))
-        pca = [pca_dims(_read(blocks, layer, b0, b1), basis) for b0, b1 in _chunks(B, chunk_images)]
+        pca = [pca_dims(_read(blocks, layer, b0, b1), basis) for b0, b1 in chunks(B, chunk_images)]
     sep = sep / max(tokens, 1)
     return {"meta": meta, "layer": layer + 1, "channels": C, "svd_dims": torch.cat(svd).numpy(),
             "pca_dims": torch.cat(pca).numpy(), "sep_moment": sep, "sep_dims": sep_dims(sep),

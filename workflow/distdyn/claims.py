@@ -82,16 +82,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import cli, read_table
+from .io import read_spec, write_text
 
 FEATURE_METHODS = ("spectral", "projector", "mse")
 HOLDS, NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE = "holds", "does not hold", "inconclusive", "not testable"
@@ -907,15 +906,6 @@ def _json_safe(obj):
     return obj
 
 
-def write_text(text: str, path: str | Path) -> None:
-    """Write atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _read_csv(path):
     return read_table(path) if path else None
 
@@ -943,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default=None)
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     text = a.settings_json.strip()
-    settings = json.loads(text if text.startswith("{") else Path(text).read_text())
+    settings = read_spec(text)
     tol = dict(level=a.level, neutral_tolerance=a.neutral_tolerance, noise_floor=a.noise_floor,
                entropy_noise_floor=a.entropy_noise_floor, loss_ratio_floor=a.loss_ratio_floor,
                early_fraction=a.early_fraction, reference=a.reference)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import DistdynError, cli
+from .io import write_text
 from .schema import read_schema
 
 FIRST_LAST = {"first": ("first",), "last": ("last",), "first_last": ("first", "last")}
@@ -345,10 +346,7 @@ def data_info(data_cfg: dict):
         else:
             _DATA_INFO[key] = describe(data_cfg)
             if stamp is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(dataclasses.asdict(_DATA_INFO[key])))
-                os.replace(tmp, cached)
+                write_text(json.dumps(dataclasses.asdict(_DATA_INFO[key])), cached)
     return _DATA_INFO[key]
 
 

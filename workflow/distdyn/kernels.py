@@ -37,6 +37,8 @@ import numpy as np
 import scipy.fft
 import torch
 
+from .io import write_text
+
 FINGERPRINT_FILES = ("_kernels.c",)  # non-Python files this module loads: part of its code fingerprint
 SOURCE = Path(__file__).with_name(FINGERPRINT_FILES[0])
 FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]  # IEEE results kept; lets loops vectorise
@@ -282,11 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distdyn: C kernels unavailable ({e}); metrics use the slower torch path", file=sys.stderr)
         choice = "torch"
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(choice + "\n")
-        os.replace(tmp, out)
+        write_text(choice + "\n", a.out)
     print(choice)
     return 0
 

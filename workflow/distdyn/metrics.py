@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 from . import kernels
 from .activations import DumpError, ValueRange, check_identity, open_dump, stored_value_range
 from .errors import LogError, TableError, check_complete, cli, read_table, remedy
+from .io import chunks, write_csv
 from .jobenv import granted_device
 from .schema import schema_default
 
@@ -160,11 +160,6 @@ def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- the engine
 
 
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
-
-
 def chunk_metrics(x: np.ndarray, edges: torch.Tensor, lib=None, edges2: torch.Tensor | None = None,
                   bounds: tuple[float, float] | None = None):
     """One chunk [b, N, C]: |FFT| / C summed over positions [b, C//2 + 1] (float64), each image's
@@ -201,7 +196,7 @@ def value_range(blocks, chunk_images: int, buf: np.ndarray | None = None) -> tup
     found = ValueRange(L)
     buf = np.empty((chunk_images, N, C), dtype=np.float32) if buf is None else buf
     for layer in range(L):
-        for b0, b1 in _chunks(B, chunk_images):
+        for b0, b1 in chunks(B, chunk_images):
             found.update(read_chunk(blocks, layer, b0, b1, buf), layer)
     return found.lo, found.hi
 
@@ -250,7 +245,7 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             same = (llo, lhi) == (glo, ghi)  # this layer holds both extremes: one histogram serves both
             edges_layer = None if same else histogram_edges(llo, lhi, bins).to(device)
             spec_sum = torch.zeros(C // 2 + 1, dtype=torch.float64)
-            for b0, b1 in _chunks(B, chunk_images):
+            for b0, b1 in chunks(B, chunk_images):
                 x = read_chunk(blocks, layer, b0, b1, buf)
                 mag, entropy, abs_sum, entropy_layer, chan = chunk_metrics(x, edges, lib, edges_layer, (llo, lhi))
                 if not np.isfinite(abs_sum).all():  # NaN and Inf propagate into the sum of |x|: a free check
@@ -383,15 +378,6 @@ def entropy_wide(layers: pd.DataFrame) -> pd.DataFrame:
     wide = wide.sort_index().reset_index(level=["is_final", "epoch"], drop=True)
     wide.columns = [f"Layer_{c}" for c in wide.columns]
     return wide.reset_index()
-
-
-def write_csv(df: pd.DataFrame, path: str | Path) -> None:
-    """Write atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def compute_tables(dumps: list[str], *, entropy_range: str = "global", bins: int = 100, chunk_images: int = 256,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import timm
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, DistdynError, cli, first_line, remedy
+from .io import atomic_path
 
 
 def model_kwargs(model_cfg: dict, num_classes: int, in_chans: int) -> dict:
@@ -130,18 +130,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------- checkpoints
 
 
+def build_from_checkpoint(ckpt: dict, device) -> nn.Module:
+    """Rebuild a model from a distdyn checkpoint's own architecture record."""
+    model = create_model({"model": ckpt["arch"], "overrides": ckpt["overrides"]}, ckpt["num_classes"], ckpt["in_chans"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same directory, then rename: a killed job leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

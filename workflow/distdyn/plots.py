@@ -12,7 +12,6 @@ and per setting an entropy heatmap (entropy_heatmap_{setting}.png) and a CKA hea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import cli, read_table  # noqa: E402
+from .io import atomic_path  # noqa: E402
 
 MODEL_FIGURES = ("entropy", "intensity", "spectra", "magnitudes", "outliers")
 STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
@@ -33,11 +33,11 @@ STYLE = {"figure.dpi": 120, "savefig.dpi": 120, "font.size": 11, "axes.titlesize
 
 def save(fig, path: Path) -> None:
     """Save atomically: a killed job leaves no half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _final_rows(layers: pd.DataFrame) -> pd.DataFrame:

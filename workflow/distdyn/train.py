@@ -40,7 +40,9 @@ from .errors import REMAKE, CheckpointError, cli, first_line
 from .hashing import config_hash
 from .jobenv import granted_device
 from .losses import DistillationLoss
-from .models import atomic_save, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
+from .io import read_spec, write_lines, write_text
+from .models import (atomic_save, build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint,
+                     state_dict_of, unwrap)
 from .store import adopt, entry_dir, job_key, publish, publish_failure, read as read_entry, staging_dir
 
 
@@ -266,13 +268,6 @@ class Resume:
 def model_record(spec_model: dict, num_classes: int, in_chans: int) -> dict:
     return {"arch": spec_model["model"], "overrides": dict(spec_model.get("overrides", {})),
             "num_classes": num_classes, "in_chans": in_chans}
-
-
-def build_from_checkpoint(ckpt: dict, device) -> nn.Module:
-    """Rebuild a model from a distdyn checkpoint's own architecture record."""
-    model = create_model({"model": ckpt["arch"], "overrides": ckpt["overrides"]}, ckpt["num_classes"], ckpt["in_chans"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
 
 
 def load_teacher(path: str, spec: dict, num_classes: int, in_chans: int, device) -> nn.Module:
@@ -508,7 +503,7 @@ def train_members(members: list[Member], teacher, batches: "Batches", gen, rt: R
     bar = _progress_bar(epochs, members[0].state.epoch, rt) if len(members) == 1 else None
     if rt.main:
         for m in members:
-            _write_lines(m.out / "log.jsonl", m.state.log_lines)
+            write_lines(m.state.log_lines, m.out / "log.jsonl")
     while True:
         active = [m for m in members if m.error is None and m.state.epoch < epochs]
         if not active:
@@ -635,7 +630,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
                 "train_loss_dist": None, **metrics, "seconds": 0.0, "images_per_s": None,
                 "n_parameters": sum(p.numel() for p in model.parameters()), "source": spec["checkpoint"]}
         if rt.main:
-            _write_lines(log_path, [json.dumps(line)])
+            write_lines([json.dumps(line)], log_path)
             atomic_save(checkpoint_dict(model, spec, record, 0, metrics), out / "final.pt")
             log(f"imported teacher {spec['checkpoint']}: top-1 {metrics['test_acc1']:.2f}%")
         return [line]
@@ -742,8 +737,8 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
                 ready.parent.mkdir(parents=True, exist_ok=True)
                 for stale in ready.parent.glob(f"{m['spec']['name']}.*.json"):  # of earlier specs or code
                     stale.unlink(missing_ok=True)
-                _write_lines(ready, [json.dumps({"name": m["spec"]["name"], "seed": m["spec"]["seed"],
-                                                 "status": status[m["spec"]["name"]], "key": key}, sort_keys=True)])
+                write_text(json.dumps({"name": m["spec"]["name"], "seed": m["spec"]["seed"],
+                                       "status": status[m["spec"]["name"]], "key": key}, sort_keys=True) + "\n", ready)
     return status
 
 
@@ -764,12 +759,6 @@ def _finished_in(out: Path, key: str, files: list[str]) -> bool:
 def _adopt(m: dict, entry: Path) -> None:
     adopt(Path(m["out"]), entry, _run_files(m["spec"]), {"name": m["spec"]["name"], "seed": m["spec"]["seed"],
                                                           "key": entry.name})
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(s + "\n" for s in lines))
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -799,15 +788,6 @@ def _report(bar, m: Member, line: dict) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def read_spec(text: str) -> dict:
-    """A spec given inline as JSON or as a path to a JSON file."""
-    text = text.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    with open(text) as f:
-        return json.load(f)
-
-
 @cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.train", description=__doc__,
@@ -828,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --spec and --out, or --group")
     try:
         if args.group is not None:
-            members = json.loads(args.group) if args.group.strip().startswith("[") else json.loads(Path(args.group).read_text())
+            members = read_spec(args.group)
             run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,
                       device=args.device, threads=args.threads)
             return 0
