@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from distdyn import analysis
-from distdyn.analysis import (CKA_COLUMNS, ENCODING_COLUMNS, ENERGY_TAUS, PHASE_COLUMNS, SEP_LEVELS, cka_matrix,
-                              cka_rows, encoding_rows, encoding_width, linear_cka, pca_basis, pca_dims, phases,
-                              sep_dims, sep_mean_curve, sep_moment, sep_permutation_shifts, svd_dims,
-                              token_sep_curves)
-from distdyn.metrics import LAYER_COLUMNS
+from distdyn.analysis import (ENERGY_TAUS, SEP_LEVELS, cka_matrix, cka_rows, encoding_rows, encoding_width,
+                              linear_cka, pca_basis, pca_dims, phases, sep_dims, sep_mean_curve, sep_moment,
+                              sep_permutation_shifts, svd_dims, token_sep_curves)
+from distdyn.tables import CKA_COLUMNS, ENCODING_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS
 from test_metrics import write_fake_dump
 
 
@@ -141,18 +140,18 @@ def test_phases_u_and_monotone():
                              "shallow": [2.0, 1.98, 2.5]}).sample(frac=1, random_state=0))
     assert list(df.columns) == PHASE_COLUMNS
     r = df.set_index("model")
-    assert r.loc["u", "interior"] and r.loc["u", "separated"] and r.loc["u", "u_shaped"]
+    assert r.loc["u", "interior"] and r.loc["u", "u_shaped"]
     assert r.loc["u", "min_layer"] == 3 and r.loc["u", "num_layers"] == 5
     assert r.loc["u", "h_first"] == 2.4 and r.loc["u", "h_min"] == 1.8 and r.loc["u", "h_last"] == 3.3
     assert r.loc["u", "drop"] == pytest.approx(0.6) and r.loc["u", "rise"] == pytest.approx(1.5)
-    assert not r.loc["mono", "interior"] and not r.loc["mono", "separated"] and r.loc["mono", "min_layer"] == 1
+    assert not r.loc["mono", "interior"] and not r.loc["mono", "u_shaped"] and r.loc["mono", "min_layer"] == 1
     # An interior minimum inside the first layer's CI is not separated.
-    assert r.loc["shallow", "interior"] and not r.loc["shallow", "separated"]
+    assert r.loc["shallow", "interior"] and not r.loc["shallow", "u_shaped"]
 
 
 def test_phases_nan_ci_not_separated():
     df = phases(layer_table({"u": [2.4, 1.8, 3.3]}, half_width=None))
-    assert bool(df.interior.iloc[0]) and not bool(df.separated.iloc[0]) and not bool(df.u_shaped.iloc[0])
+    assert bool(df.interior.iloc[0]) and not bool(df.u_shaped.iloc[0])
 
 
 # ---------------------------------------------------------------- encoding width

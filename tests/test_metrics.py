@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from distdyn import kernels, metrics
-from distdyn.metrics import (LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, channel_spectrum, compute_dump,
-                             compute_in_memory, entropy_wide, histogram_edges, layer_rows, outlier_stats, spectra_rows,
-                             token_entropy)
+from distdyn.metrics import (channel_spectrum, compute_dump, compute_in_memory, entropy_wide, histogram_edges,
+                             layer_rows, outlier_stats, spectra_rows, token_entropy)
+from distdyn.tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci
 
 
 def write_fake_dump(path, blocks, grads=None, **attrs):

@@ -9,7 +9,7 @@ Definitions:
                examples are all tokens of all probe images when both dumps have the same number
                of tokens, else one mean-pooled token per image
   phases       where the compress-then-expand profile (paper.md C1) has its minimum, and whether
-               the minimum is interior and separated from both ends by the bootstrap CIs
+               it is u_shaped: the minimum interior and its CI below both end layers' CIs
   encoding     paper.md 2.5 / C13 on one layer: per-image SVD dims and dataset-PCA dims (99th
                percentile over images), SEP threshold dims and their shift under random channel
                permutations
@@ -30,12 +30,7 @@ import torch
 from .activations import DumpError, check_identity, open_dump
 from .errors import cli, read_table, remedy
 from .io import chunks, write_csv
-from .metrics import ID_COLUMNS, LAYER_COLUMNS, bootstrap_ci
-
-CKA_COLUMNS = [*ID_COLUMNS, "student_layer", "teacher_layer", "cka"]
-PHASE_COLUMNS = [*ID_COLUMNS, "num_layers", "min_layer", "h_first", "h_min", "h_last", "drop", "rise",
-                 "interior", "separated", "u_shaped"]
-ENCODING_COLUMNS = [*ID_COLUMNS, "layer", "measure", "threshold", "value", "ci_low", "ci_high"]
+from .tables import CKA_COLUMNS, ENCODING_COLUMNS, ID_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS, bootstrap_ci
 ENERGY_TAUS = (0.80, 0.90, 0.95, 0.99)  # SVD / PCA energy fractions (the follow-up's table)
 SEP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # SEP curve levels, as fractions of 100 %
 
@@ -148,7 +143,7 @@ def cka_rows(student_dump: str | Path, teacher_dump: str | Path, chunk_images: i
 def phases(layers: pd.DataFrame, metric: str = "entropy") -> pd.DataFrame:
     """Compress-then-expand shape of each model's profile of `metric` over depth (paper.md C1).
 
-    `separated` asks that the minimum's CI lie wholly below both end layers' CIs; a
+    `u_shaped` asks that the minimum be interior and its CI lie wholly below both end layers' CIs; a
     missing CI (NaN) can never separate, so without a bootstrap it is always False.
     """
     sel = layers[layers.metric == metric]
@@ -161,10 +156,10 @@ def phases(layers: pd.DataFrame, metric: str = "entropy") -> pd.DataFrame:
         k = int(np.nanargmin(v))  # the first layer of a tie: a flat start is not a dip
         interior = 0 < k < len(v) - 1
         # NaN comparisons are False, which is what a missing CI should give.
-        separated = bool(interior and hi[k] < lo[0] and hi[k] < lo[-1])
+        u_shaped = bool(interior and hi[k] < lo[0] and hi[k] < lo[-1])
         rows.append({**dict(zip(ID_COLUMNS, key)), "num_layers": len(v), "min_layer": int(g.layer.iloc[k]),
                      "h_first": v[0], "h_min": v[k], "h_last": v[-1], "drop": v[0] - v[k], "rise": v[-1] - v[k],
-                     "interior": interior, "separated": separated, "u_shaped": separated})
+                     "interior": interior, "u_shaped": u_shaped})
     return pd.DataFrame(rows, columns=PHASE_COLUMNS)
 
 

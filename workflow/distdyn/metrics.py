@@ -46,14 +46,12 @@ from .errors import LogError, TableError, check_complete, cli, read_table, remed
 from .io import chunks, write_csv
 from .jobenv import granted_device
 from .schema import schema_default
+from .tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, percentiles, resample_indices
 
 SCALAR_METRICS = ("frequency_intensity", "entropy", "entropy_global", "entropy_per_layer", "activation_magnitude",
                   "gradient_magnitude")  # means over images of per-image values
 OUTLIER_METRICS = ("outlier_ratio", "outlier_channels")  # from channel means over all images
 LAYER_METRICS = SCALAR_METRICS + OUTLIER_METRICS
-ID_COLUMNS = ["model", "role", "setting", "seed", "epoch", "checkpoint"]  # checkpoint: final or epoch_E
-LAYER_COLUMNS = [*ID_COLUMNS, "layer", "metric", "value", "ci_low", "ci_high"]
-SPECTRA_COLUMNS = [*ID_COLUMNS, "layer", "freq", "intensity"]
 
 
 @dataclass
@@ -302,26 +300,6 @@ def outlier_stats(channel_means: np.ndarray, multiple: float) -> tuple[np.ndarra
     return ratio, count.astype(np.float64)
 
 
-def _resamples(images: int, resamples: int, seed: int) -> np.ndarray:
-    """The bootstrap's image indices [resamples, images]; every metric of a dump gets the same ones."""
-    return np.random.default_rng(seed).integers(0, images, size=(resamples, images))
-
-
-def _percentiles(stats: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    tail = 100 * (1 - level) / 2
-    return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of the mean over the last axis (images), for each row."""
-    values = np.atleast_2d(values)
-    if resamples <= 0:
-        nan = np.full(values.shape[0], np.nan)
-        return nan, nan
-    idx = _resamples(values.shape[1], resamples, seed)
-    return _percentiles(values[:, idx].mean(-1), level)  # means: [rows, resamples]
-
-
 def bootstrap_outliers(channel_abs: np.ndarray, multiple: float, resamples: int, level: float = 0.95,
                        seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Percentile bootstrap intervals of outlier_ratio and outlier_channels per layer from each
@@ -331,13 +309,13 @@ def bootstrap_outliers(channel_abs: np.ndarray, multiple: float, resamples: int,
     if resamples <= 0:
         nan = np.full(L, np.nan)
         return (nan, nan), (nan, nan)
-    idx = _resamples(B, resamples, seed)
+    idx = resample_indices(B, resamples, seed)
     weights = np.zeros((resamples, B))
     np.add.at(weights, (np.arange(resamples)[:, None], idx), 1.0 / B)
     ratio, count = np.empty((L, resamples)), np.empty((L, resamples))
     for layer in range(L):
         ratio[layer], count[layer] = outlier_stats(weights @ channel_abs[layer], multiple)
-    return _percentiles(ratio, level), _percentiles(count, level)
+    return percentiles(ratio, level), percentiles(count, level)
 
 
 # ---------------------------------------------------------------- tables
