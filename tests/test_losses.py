@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distdyn.losses import DistillationLoss, pool_channels, pooled_mse_loss, spectral_loss
+from distdyn.losses import DistillationLoss, needs_teacher, pool_channels, pooled_mse_loss, spectral_loss
 
 
 def test_channel_pooling_equals_pairwise_means():
@@ -100,4 +100,4 @@ def test_method_none_is_plain_cross_entropy():
     crit = DistillationLoss("none", [], alpha=0.9, tau=1.0, feature_weight=0.2, label_smoothing=0.1)
     t = crit(zs, y)
     torch.testing.assert_close(t.total, F.cross_entropy(zs, y, label_smoothing=0.1))
-    assert not crit.needs_teacher
+    assert not needs_teacher(crit.method) and needs_teacher("logit")

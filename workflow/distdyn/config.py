@@ -158,9 +158,11 @@ def resolve_pairs(layers, student_depth: int, teacher_depth: int) -> list[list[i
 
 def resolved_setting(cfg: dict, setting: dict, depths: tuple[int, int]) -> dict:
     """A setting with every weight filled in from `distill` and its layer pairs made explicit."""
+    from .losses import FEATURE_METHODS
+
     out = {k: setting.get(k, cfg["distill"][k]) for k in cfg["distill"]}
     out.update(name=setting["name"], method=setting["method"])
-    out["pairs"] = resolve_pairs(setting["layers"], *depths) if setting["method"] in ("spectral", "projector", "mse") else []
+    out["pairs"] = resolve_pairs(setting["layers"], *depths) if setting["method"] in FEATURE_METHODS else []
     return out
 
 
@@ -297,13 +299,15 @@ def check_config(cfg: dict) -> dict:
         _check_input_size(f"extra_models[{i}]", m, info)
     if not cfg["settings"]:
         return cfg
+    from .losses import FEATURE_METHODS
+
     shapes = _model_shapes(cfg, info)
     for role in ("teacher", "student"):
         _check_input_size(role, cfg[role], info)
     (t_depth, t_width), (s_depth, s_width) = shapes["teacher"], shapes["student"]
     for i, s in enumerate(cfg["settings"]):
         key = f"settings[{i}]"
-        feature = s["method"] in ("spectral", "projector", "mse")
+        feature = s["method"] in FEATURE_METHODS
         if feature and "layers" not in s:
             raise ConfigError(f"{key}.layers", f"method {s['method']} needs layers (first, last, first_last or pairs)")
         if not feature and "layers" in s:

@@ -262,11 +262,12 @@ def rules_by_stage(rules_dir: Path) -> dict[str, list[str]]:
     for smk in sorted(rules_dir.glob("*.smk")):
         rule = None
         for line in smk.read_text().splitlines():
-            m = RULE_RE.match(line)
-            if m:
-                rule = m.group(1)
-            for module in USE_RE.findall(line):
-                stages.setdefault(module, []).append(rule or "?")
+            if line[:1].strip() and not line.startswith("#"):  # top-level code ends a rule's block
+                m = RULE_RE.match(line)
+                rule = m.group(1) if m else None
+            if rule is not None:  # a helper's use (e.g. a store key) belongs to the rules that call it
+                for module in USE_RE.findall(line):
+                    stages.setdefault(module, []).append(rule)
     return stages
 
 

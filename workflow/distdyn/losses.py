@@ -13,6 +13,11 @@ from torch import nn
 FEATURE_METHODS = ("spectral", "projector", "mse")
 
 
+def needs_teacher(method: str) -> bool:
+    """Every method but the no-KD baseline (none) reads the teacher."""
+    return method != "none"
+
+
 def pool_channels(ft: torch.Tensor, channels: int) -> torch.Tensor:
     """Average groups of adjacent teacher channels down to `channels` (no-op when already narrow enough).
 
@@ -88,10 +93,6 @@ class DistillationLoss(nn.Module):
             c_s, c_t = widths
             self.projectors.extend(ProjectorPair(c_s, c_t) for _ in self.pairs)
             self.projectors.requires_grad_(projector_trainable)
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.method != "none"
 
     @property
     def student_indices(self) -> list[int]:

@@ -39,7 +39,7 @@ from .data import SeededAugment, TensorSplit, image_folder, load_tensor_splits, 
 from .errors import REMAKE, CheckpointError, cli, first_line
 from .hashing import config_hash
 from .jobenv import granted_device
-from .losses import DistillationLoss
+from .losses import DistillationLoss, needs_teacher
 from .io import read_spec, write_lines, write_text
 from .models import (atomic_save, build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint,
                      state_dict_of, unwrap)
@@ -320,8 +320,9 @@ def check_finite(terms: dict[str, float], spec: dict, epoch: int) -> None:
 # ---------------------------------------------------------------- members: one run each, alone or in a group
 
 
-def needs_teacher(spec: dict) -> bool:
-    return spec.get("setting", {}).get("method", "none") != "none"
+def reads_teacher(spec: dict) -> bool:
+    """Whether a job spec's setting reads the teacher (a teacher's own spec has no setting)."""
+    return needs_teacher(spec.get("setting", {}).get("method", "none"))
 
 
 class MemberRNG:
@@ -388,7 +389,7 @@ class Member:
 def load_shared_teacher(teacher_path: str | None, specs: list[dict], batches: "Batches", rt: Runtime):
     """The frozen teacher of the runs that need one (None if none does). Building it draws from no run's
     RNG stream, so a run starts from the same state whether or not it shares the teacher with others."""
-    need = [s for s in specs if needs_teacher(s)]
+    need = [s for s in specs if reads_teacher(s)]
     if not need:
         return None
     if teacher_path is None:
@@ -400,7 +401,7 @@ def load_shared_teacher(teacher_path: str | None, specs: list[dict], batches: "B
 
 def shared_teacher_forward(teacher, members: list[Member], rt: Runtime):
     """One forward of the teacher for all members: its logits and the blocks some member aligns to."""
-    if teacher is None or not any(needs_teacher(m.spec) for m in members):
+    if teacher is None or not any(reads_teacher(m.spec) for m in members):
         return None
     indices = sorted({t for m in members for t in m.criterion.teacher_indices})
     return compiled(BlockForward(teacher, indices), rt)
@@ -418,7 +419,7 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
         torch.manual_seed(spec["seed"])
         model = create_model(spec["model"], batches.num_classes, batches.in_chans).to(rt.device)
     record = record or model_record(spec["model"], batches.num_classes, batches.in_chans)
-    widths = (model.num_features, teacher.num_features if needs_teacher(spec) else 0)
+    widths = (model.num_features, teacher.num_features if reads_teacher(spec) else 0)
     criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, spec["train"], rt)
     rng = MemberRNG(rt.device)

@@ -1,15 +1,14 @@
 rule select_probe:
-    input:
     output:
         "results/teacher/probe_indices.csv",
+    log:
+        "results/logs/select_probe.log",
+    conda:
+        ENV
     params:
         code=code_fingerprint("distdyn.activations"),
         data=as_json(config["data"]),
         probe=as_json(config["probe"]),
-    conda:
-        ENV
-    log:
-        "results/logs/select_probe.log",
     shell:
         "python -m distdyn.activations probe --data {params.data:q} --probe {params.probe:q} --out {output} > {log} 2>&1"
 
@@ -28,6 +27,16 @@ rule dump_model_activations:
         probe="results/teacher/probe_indices.csv",
     output:
         "results/activations/{model}.h5",
+    log:
+        "results/logs/dump_activations/{model}.log",
+    benchmark:
+        "results/benchmarks/dump_activations/{model}.tsv"
+    conda:
+        ENV
+    resources:
+        gpu=RES["gpu"],
+        mem_mb=RES["dump_mem_mb"],
+        runtime=RES["dump_runtime"],
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: w.model,
@@ -37,16 +46,6 @@ rule dump_model_activations:
         seed=lambda w: config["teacher"]["seed"] if w.model == "teacher" else 0,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
-    conda:
-        ENV
-    log:
-        "results/logs/dump_activations/{model}.log",
-    benchmark:
-        "results/benchmarks/dump_activations/{model}.tsv"
-    resources:
-        gpu=RES["gpu"],
-        mem_mb=RES["dump_mem_mb"],
-        runtime=RES["dump_runtime"],
     shell:
         DUMP_SHELL
 
@@ -57,6 +56,16 @@ rule dump_activations:
         probe="results/teacher/probe_indices.csv",
     output:
         expand("results/activations/{{setting}}/seed_{{seed}}/{ckpt}.h5", ckpt=STUDENT_CKPTS),
+    log:
+        "results/logs/dump_activations/{setting}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/dump_activations/{setting}_seed_{seed}.tsv"
+    conda:
+        ENV
+    resources:
+        gpu=RES["gpu"],
+        mem_mb=RES["dump_mem_mb"],
+        runtime=RES["dump_runtime"],
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),
@@ -66,15 +75,5 @@ rule dump_activations:
         seed=lambda w: w.seed,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
-    conda:
-        ENV
-    log:
-        "results/logs/dump_activations/{setting}_seed_{seed}.log",
-    benchmark:
-        "results/benchmarks/dump_activations/{setting}_seed_{seed}.tsv"
-    resources:
-        gpu=RES["gpu"],
-        mem_mb=RES["dump_mem_mb"],
-        runtime=RES["dump_runtime"],
     shell:
         DUMP_SHELL

@@ -4,16 +4,16 @@ rule cka:
         teacher="results/activations/teacher.h5",
     output:
         "results/metrics/runs/{setting}/seed_{seed}/cka.csv",
-    params:
-        code=code_fingerprint("distdyn.analysis"),
-        expect=lambda w: as_json(student_identities(w.setting, w.seed) + [model_identity("teacher")]),
-    conda:
-        ENV
     log:
         "results/logs/cka/{setting}_seed_{seed}.log",
+    conda:
+        ENV
     threads: config["metrics"]["threads"]
     resources:
         mem_mb=RES["metrics_mem_mb"],
+    params:
+        code=code_fingerprint("distdyn.analysis"),
+        expect=lambda w: as_json(student_identities(w.setting, w.seed) + [model_identity("teacher")]),
     shell:
         "python -m distdyn.analysis cka --student {input.student} --teacher {input.teacher} --out {output} "
         "--expect {params.expect:q} --threads {threads} > {log} 2>&1"
@@ -24,13 +24,13 @@ rule gather_cka:
         tables=[f"results/metrics/runs/{s}/seed_{seed}/cka.csv" for s, seed in student_runs()],
     output:
         "results/metrics/cka.csv",
+    log:
+        "results/logs/gather_cka.log",
+    conda:
+        ENV
     params:
         code=code_fingerprint("distdyn.metrics"),
         expect=cka_expect(),
-    conda:
-        ENV
-    log:
-        "results/logs/gather_cka.log",
     shell:
         "python -m distdyn.metrics gather --tables {input.tables} --expect {params.expect:q} --out {output} > {log} 2>&1"
 
@@ -40,12 +40,12 @@ rule phases:
         layers="results/metrics/layers.csv",
     output:
         "results/metrics/phases.csv",
-    params:
-        code=code_fingerprint("distdyn.analysis"),
-    conda:
-        ENV
     log:
         "results/logs/phases.log",
+    conda:
+        ENV
+    params:
+        code=code_fingerprint("distdyn.analysis"),
     shell:
         "python -m distdyn.analysis phases --layers {input.layers} --out {output} > {log} 2>&1"
 
@@ -56,18 +56,19 @@ rule encoding:
         + [f"results/activations/{s}/seed_{seed}/final.h5" for s, seed in student_runs()],
     output:
         "results/metrics/encoding.csv",
-    params:
-        code=code_fingerprint("distdyn.analysis"),
-        permutations=config["analysis"]["permutations"],
-        expect=as_json([model_identity(m) for m in MODELS]
-                       + [student_identities(s, seed)[-1] for s, seed in student_runs()]),
-    conda:
-        ENV
     log:
         "results/logs/encoding.log",
+    conda:
+        ENV
     threads: config["metrics"]["threads"]
     resources:
         mem_mb=RES["metrics_mem_mb"],
+    params:
+        code=code_fingerprint("distdyn.analysis"),
+        permutations=config["analysis"]["permutations"],
+        expect=as_json(
+            [model_identity(m) for m in MODELS] + [student_identities(s, seed)[-1] for s, seed in student_runs()]
+        ),
     shell:
         "python -m distdyn.analysis encoding {input.dumps} --permutations {params.permutations} "
         "--expect {params.expect:q} --out {output} --threads {threads} > {log} 2>&1"

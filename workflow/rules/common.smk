@@ -175,12 +175,66 @@ def run_dir(setting, seed):
     return f"results/students/{setting}/seed_{seed}"
 
 
-def needs_teacher(setting):
-    return next(s for s in config["settings"] if s["name"] == setting)["method"] != "none"
+def setting_needs_teacher(setting):
+    from distdyn.losses import needs_teacher
+
+    return needs_teacher(next(s for s in config["settings"] if s["name"] == setting)["method"])
 
 
 def student_runs():
     return [(s, seed) for s in SETTINGS for seed in SEEDS]
+
+
+# Students of one seed see the same batches. With student.share_teacher (the default), those that
+# need the teacher train in one distill_group job per seed: one teacher forward per batch, then each
+# student's own step (distdyn.train --group). It publishes each finished student to STUDENT_STORE
+# under the hash of its spec and code, and skips students already stored there (or finished in
+# their output folder under the same hash): a changed or added setting trains only itself.
+# Each student keeps its own distill_student job, params and outputs; for a shared student the job
+# restores its files from the store (distdyn.store restore: hard links, no training) and trains
+# alone only when nothing is stored.
+# The group job's outputs are one small status file per student, named by the hash of that
+# student's spec (seed aside) and code, and each student's job takes its own as an ancient() input.
+# When one student changes, only its file is new: the group job runs, and of the student jobs only
+# the changed one follows it (Snakemake does not propagate a re-run through an ancient input that
+# exists). The others' files are rewritten, unchanged in content, and their jobs stay done.
+STUDENT_STORE = "results/.resume/students/done"
+# A group of one would share nothing: then every student trains in its own job.
+SHARED_SETTINGS = [s for s in SETTINGS if setting_needs_teacher(s)] if config["student"]["share_teacher"] else []
+SHARED_SETTINGS = SHARED_SETTINGS if len(SHARED_SETTINGS) > 1 else []
+
+
+def student_resume(setting, seed):
+    return f"results/.resume/students/{setting}_seed_{seed}.pt"
+
+
+def student_entry(setting, seed):
+    from distdyn.store import entry_dir
+
+    # the key covers the spec and the same code fingerprint as the rule's params.code
+    return str(entry_dir(STUDENT_STORE, STUDENT_SPECS[(setting, int(seed))], code_fingerprint("distdyn.train")))
+
+
+def ready_file(setting, seed="{seed}"):
+    """The group job's status file of one student (a pattern with {seed} unless a seed is given)."""
+    from distdyn.store import job_key
+
+    spec = {**STUDENT_SPECS[(setting, SEEDS[0])], "seed": None}  # the same for every seed but the seed
+    return f"results/students/shared/seed_{seed}/{setting}.{job_key(spec, code_fingerprint('distdyn.train'))}.json"
+
+
+def group_members(seed):
+    return [
+        {"spec": STUDENT_SPECS[(s, int(seed))], "out": run_dir(s, seed), "resume": student_resume(s, seed),
+         "ready": ready_file(s, seed)}
+        for s in SHARED_SETTINGS
+    ]
+
+
+# Scheduler resources of a group job grow with its students: each adds its model, optimizer and
+# loss state (resources.group_member_mem_mb) and at most one student's training time.
+GROUP_MEM_MB = RES["train_mem_mb"] + max(len(SHARED_SETTINGS) - 1, 0) * RES["group_member_mem_mb"]
+GROUP_RUNTIME = RES["train_runtime"] * max(len(SHARED_SETTINGS), 1)
 
 
 def final_targets():

@@ -21,14 +21,15 @@ localrules:
 rule build_kernels:
     output:
         KERNELS,
-    params:
-        code=code_fingerprint("distdyn.kernels"),
-    conda:
-        ENV
     log:
         "results/logs/build_kernels.log",
+    conda:
+        ENV
+    params:
+        code=code_fingerprint("distdyn.kernels"),
+        cache=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "DISTDYN_CACHE=results/kernels python -m distdyn.kernels --out {output} > {log} 2>&1"
+        "DISTDYN_CACHE={params.cache} python -m distdyn.kernels --out {output} > {log} 2>&1"
 
 
 rule compute_model_metrics:
@@ -39,21 +40,21 @@ rule compute_model_metrics:
         layers="results/metrics/runs/{model}/layers.csv",
         spectra="results/metrics/runs/{model}/spectra.csv",
         entropy="results/metrics/entropy_{model}.csv",
+    log:
+        "results/logs/compute_metrics/{model}.log",
+    benchmark:
+        "results/benchmarks/compute_metrics/{model}.tsv"
+    conda:
+        ENV
+    threads: config["metrics"]["threads"]
+    resources:
+        mem_mb=RES["metrics_mem_mb"],
+        gpu=METRIC_GPU,
     params:
         code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
         expect=lambda w: as_json([model_identity(w.model)]),
-    conda:
-        ENV
-    log:
-        "results/logs/compute_metrics/{model}.log",
-    benchmark:
-        "results/benchmarks/compute_metrics/{model}.tsv"
-    threads: config["metrics"]["threads"]
-    resources:
-        mem_mb=RES["metrics_mem_mb"],
-        gpu=METRIC_GPU,
     shell:
         METRIC_SHELL
 
@@ -66,21 +67,21 @@ rule compute_metrics:
         layers="results/metrics/runs/{setting}/seed_{seed}/layers.csv",
         spectra="results/metrics/runs/{setting}/seed_{seed}/spectra.csv",
         entropy="results/metrics/entropy_{setting}_seed_{seed}.csv",
+    log:
+        "results/logs/compute_metrics/{setting}_seed_{seed}.log",
+    benchmark:
+        "results/benchmarks/compute_metrics/{setting}_seed_{seed}.tsv"
+    conda:
+        ENV
+    threads: config["metrics"]["threads"]
+    resources:
+        mem_mb=RES["metrics_mem_mb"],
+        gpu=METRIC_GPU,
     params:
         code=code_fingerprint("distdyn.metrics"),
         out=lambda w, output: os.path.dirname(output.layers),
         opts=METRIC_OPTS,
         expect=lambda w: as_json(student_identities(w.setting, w.seed)),
-    conda:
-        ENV
-    log:
-        "results/logs/compute_metrics/{setting}_seed_{seed}.log",
-    benchmark:
-        "results/benchmarks/compute_metrics/{setting}_seed_{seed}.tsv"
-    threads: config["metrics"]["threads"]
-    resources:
-        mem_mb=RES["metrics_mem_mb"],
-        gpu=METRIC_GPU,
     shell:
         METRIC_SHELL
 
@@ -92,14 +93,14 @@ rule gather_metrics:
     output:
         layers="results/metrics/layers.csv",
         spectra="results/metrics/spectra.csv",
+    log:
+        "results/logs/gather_metrics.log",
+    conda:
+        ENV
     params:
         code=code_fingerprint("distdyn.metrics"),
         layers=run_table_expect("layers.csv"),
         spectra=run_table_expect("spectra.csv"),
-    conda:
-        ENV
-    log:
-        "results/logs/gather_metrics.log",
     shell:
         "(python -m distdyn.metrics gather --tables {input.layers} --expect {params.layers:q} --out {output.layers} && "
         "python -m distdyn.metrics gather --tables {input.spectra} --expect {params.spectra:q} --out {output.spectra}"
@@ -113,15 +114,15 @@ rule accuracy_tables:
         accuracy="results/metrics/accuracy.csv",
         summary="results/metrics/accuracy_summary.csv",
         curves="results/metrics/curves.csv",
+    log:
+        "results/logs/accuracy_tables.log",
+    conda:
+        ENV
     params:
         code=code_fingerprint("distdyn.metrics"),
         names=" ".join(["teacher"] + [s for s, _ in student_runs()]),
         seeds=" ".join(str(x) for x in [config["teacher"]["seed"]] + [seed for _, seed in student_runs()]),
         roles=" ".join(["teacher"] + ["student"] * len(student_runs())),
-    conda:
-        ENV
-    log:
-        "results/logs/accuracy_tables.log",
     shell:
         "python -m distdyn.metrics accuracy --logs {input.logs} --names {params.names} --seeds {params.seeds} "
         "--roles {params.roles} --out {output.accuracy} --summary {output.summary} --curves {output.curves} > {log} 2>&1"

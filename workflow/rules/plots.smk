@@ -38,12 +38,14 @@ rule plot:
             )
             for s in SETTINGS
         ],
+    log:
+        "results/logs/plot.log",
+    conda:
+        ENV
     params:
         code=code_fingerprint("distdyn.plots"),
         names=f"--settings {' '.join(SETTINGS)} --models {' '.join(MODELS)}",
-    conda:
-        ENV
-    log:
-        "results/logs/plot.log",
+        metrics=lambda w, input: os.path.dirname(input.tables[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "python -m distdyn.plots --metrics results/metrics --out results/figures {params.names} > {log} 2>&1"
+        "python -m distdyn.plots --metrics {params.metrics} --out {params.out} {params.names} > {log} 2>&1"
