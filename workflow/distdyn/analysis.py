@@ -31,6 +31,7 @@ from .activations import DumpError, check_identity, open_dump
 from .errors import cli, read_table, remedy
 from .io import chunks, write_csv
 from .tables import CKA_COLUMNS, ENCODING_COLUMNS, ID_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS, bootstrap_ci
+from .schema import schema_default
 ENERGY_TAUS = (0.80, 0.90, 0.95, 0.99)  # SVD / PCA energy fractions (the follow-up's table)
 SEP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # SEP curve levels, as fractions of 100 %
 
@@ -364,7 +365,7 @@ def _encoding_main(argv) -> int:
     p.add_argument("dumps", nargs="+", help="activation dumps (HDF5)")
     p.add_argument("--out", required=True, help="encoding.csv")
     p.add_argument("--layer", type=int, default=-1, help="0-based block index, negative from the end (default: last)")
-    p.add_argument("--permutations", type=int, default=100)
+    p.add_argument("--permutations", type=int, default=schema_default("analysis.permutations"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the permutation shift")
     p.add_argument("--chunk-images", type=int, default=64)

@@ -27,7 +27,7 @@ class ConfigError(DistdynError):
 
     def __init__(self, key: str, message: str):
         super().__init__(f"config key '{key}'", message)
-        self.key, self.init_args = key, (key, message)
+        self.init_args = (key, message)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")

@@ -69,9 +69,6 @@ class LossTerms:
     feat: torch.Tensor
     dist: torch.Tensor
 
-    def items(self) -> dict[str, torch.Tensor]:
-        return {"base": self.base, "feat": self.feat, "dist": self.dist}
-
 
 class DistillationLoss(nn.Module):
     """CE + logit KD + feature loss over the selected (student block, teacher block) pairs."""
