@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,slurm]'
+	$(PY) -m pip install --quiet -e '.[test,slurm,lint]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,7 +31,10 @@ test: $(VENV)/.installed
 dry-run: $(VENV)/.installed
 	$(SNAKEMAKE) -n --cores $(CORES)
 
+# Python (ruff), the rule files' formatting (snakefmt) and Snakemake's own workflow lints.
 lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(SNAKEMAKE) --lint
 
 clean:

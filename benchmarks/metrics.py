@@ -164,7 +164,8 @@ def main() -> int:
         runs = {"read": [], "engine": [], "two_pass": []}
         for _ in range(max(1, a.repeat)):
             runs["read"].append(child(["read", str(path), str(a.chunk)] + common))
-            runs["engine"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine.npz", "yes", a.device] + common))
+            runs["engine"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine.npz", "yes",
+                                         a.device] + common))
             runs["two_pass"].append(child(["engine", str(path), str(a.chunk), f"{tmp}/engine2.npz", "no", a.device]
                                           + common))
         read, engine, two_pass = (min(r, key=lambda m: m["seconds"]) for r in runs.values())

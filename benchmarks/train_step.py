@@ -40,12 +40,15 @@ from distdyn.train import (BlockForward, MemberRNG, Runtime, compiled, make_opti
                            teacher_outputs)
 
 PAIRS = {
-    "cait": dict(teacher={"model": "cait_s24_224", "overrides": {}}, student={"model": "deit_tiny_patch16_224", "overrides": {}},
+    "cait": dict(teacher={"model": "cait_s24_224", "overrides": {}},
+                 student={"model": "deit_tiny_patch16_224", "overrides": {}},
                  classes=1000, chans=3, size=224, batch=256, pairs=[[11, 23]]),
     "fashion": dict(teacher={"model": "vit_tiny_patch16_224",
-                             "overrides": {"img_size": 28, "patch_size": 4, "embed_dim": 192, "depth": 12, "num_heads": 3}},
+                             "overrides": {"img_size": 28, "patch_size": 4, "embed_dim": 192, "depth": 12,
+                                           "num_heads": 3}},
                     student={"model": "vit_tiny_patch16_224",
-                             "overrides": {"img_size": 28, "patch_size": 4, "embed_dim": 96, "depth": 6, "num_heads": 3}},
+                             "overrides": {"img_size": 28, "patch_size": 4, "embed_dim": 96, "depth": 6,
+                                           "num_heads": 3}},
                     classes=10, chans=1, size=28, batch=512, pairs=[[5, 11]]),
 }
 TRAIN = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.05, "epochs": 10, "min_lr": 1e-5, "warmup_epochs": 0,
@@ -56,7 +59,8 @@ def build(p: dict, device):
     torch.manual_seed(0)
     teacher = create_model(p["teacher"], p["classes"], p["chans"]).to(device).eval().requires_grad_(False)
     student = create_model(p["student"], p["classes"], p["chans"]).to(device)
-    crit = DistillationLoss("spectral", p["pairs"], alpha=0.9, tau=1.0, feature_weight=0.2, label_smoothing=0.1).to(device)
+    crit = DistillationLoss("spectral", p["pairs"], alpha=0.9, tau=1.0, feature_weight=0.2,
+                            label_smoothing=0.1).to(device)
     return teacher, student, crit
 
 
@@ -106,7 +110,8 @@ def distdyn_step(p: dict, device, x_host, y_host, compile: bool = True, mode: st
 
 
 def student_group(p: dict, device, n: int, compile: bool = True, mode: str | None = None):
-    """The teacher's forward and n students (own weights, loss, optimizer and RNG stream), as a group job builds them."""
+    """The teacher's forward and n students (own weights, loss, optimizer and RNG stream), as a group job
+    builds them."""
     teacher, _, _ = build(p, device)
     cuda = device.type == "cuda"
     rt = Runtime(device, amp_dtype=torch.bfloat16 if cuda else None, compile=cuda and compile,
@@ -158,10 +163,14 @@ def group_benchmark(p: dict, device, x, y, n: int, args) -> None:
     best = {k: max(v) for k, v in runs.items()}
     every = lambda k: " ".join(f"{v:.2f}" for v in runs[k])  # noqa: E731
     t_teacher, t_student = batch / best["teacher"], batch / best["student"]
-    print(f"{'teacher forward':44s} {best['teacher']:10.2f} images/s   ({t_teacher:.3f} s per batch; all: {every('teacher')})")
-    print(f"{'student step (teacher outputs given)':44s} {best['student']:10.2f} images/s   ({t_student:.3f} s per batch; all: {every('student')})")
-    print(f"{f'separate: {n} x (teacher forward + step)':44s} {best['separate']:10.2f} images/s per student   (all: {every('separate')})")
-    print(f"{f'shared: 1 teacher forward + {n} steps':44s} {best['shared']:10.2f} images/s per student   (all: {every('shared')})")
+    print(f"{'teacher forward':44s} {best['teacher']:10.2f} images/s   "
+          f"({t_teacher:.3f} s per batch; all: {every('teacher')})")
+    print(f"{'student step (teacher outputs given)':44s} {best['student']:10.2f} images/s   "
+          f"({t_student:.3f} s per batch; all: {every('student')})")
+    print(f"{f'separate: {n} x (teacher forward + step)':44s} {best['separate']:10.2f} images/s per student   "
+          f"(all: {every('separate')})")
+    print(f"{f'shared: 1 teacher forward + {n} steps':44s} {best['shared']:10.2f} images/s per student   "
+          f"(all: {every('shared')})")
     expected = (t_student + t_teacher / n) / (t_student + t_teacher)
     print(f"{'per-student step cost, shared / separate':44s} {best['separate'] / best['shared']:10.2f}    "
           f"(from the parts: (student + teacher / {n}) / (student + teacher) = {expected:.2f})")
@@ -213,7 +222,8 @@ def main() -> int:
     ref = images_per_s(reference_step(p, device, x, y), batch, args.steps, args.warmup, device)
     print(f"{'reference':34s} {ref:10.1f} images/s")
     if device.type == "cuda":  # distdyn's step without compile (train.compile: off) and in the other modes
-        for label, kw in (("distdyn, no compile", {"compile": False}), ("distdyn, compile mode default", {"mode": None}),
+        for label, kw in (("distdyn, no compile", {"compile": False}),
+                          ("distdyn, compile mode default", {"mode": None}),
                           *((f"distdyn, compile mode {m}", {"mode": m}) for m in args.also_mode)):
             alt = images_per_s(distdyn_step(p, device, x, y, **kw), batch, args.steps, args.warmup, device)
             print(f"{label:34s} {alt:10.1f} images/s   {alt / ref:.2f}x")

@@ -26,12 +26,13 @@ import torch
 from . import __version__
 from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
 from .errors import CheckpointError, DistdynError, TableError, cli, first_line, read_table, remedy
-from .jobenv import granted_device
 from .io import atomic_path, read_spec, write_csv
+from .jobenv import granted_device
 from .models import build_from_checkpoint, checkpoint_record, forward_with_blocks
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
-ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "checkpoint", "layer_names", "config_hash", "distdyn_version")
+ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "checkpoint", "layer_names", "config_hash",
+         "distdyn_version")
 
 
 class DumpError(DistdynError):
@@ -173,7 +174,8 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
                                      compression=None if compression == "none" else compression)
                     f.create_dataset("logits", shape=(B, logits.shape[1]), dtype="float32")
                     f.create_dataset("grad_magnitude", shape=(L, B), dtype="float32")
-                    f.attrs.update({"grid_h": int(gh), "grid_w": int(gw), "layer_names": [f"blocks.{i}" for i in range(L)]})
+                    f.attrs.update({"grid_h": int(gh), "grid_w": int(gw),
+                                    "layer_names": [f"blocks.{i}" for i in range(L)]})
                     value_range = ValueRange(L)
                 stop = start + len(y)
                 computed = blocks.cpu().numpy()
@@ -188,13 +190,15 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
             f.create_dataset("labels", data=probe["label"].to_numpy().astype(np.int64))
             f.create_dataset("probe_indices", data=indices.astype(np.int64))
             f.attrs.update({"model": meta["model"], "role": meta["role"], "setting": meta["setting"],
-                            "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]), "checkpoint": meta.get("checkpoint", "final"),
+                            "seed": int(meta["seed"]), "epoch": int(ckpt["epoch"]),
+                            "checkpoint": meta.get("checkpoint", "final"),
                             "config_hash": str(ckpt.get("spec_hash", "")), "distdyn_version": __version__,
                             "arch": ckpt["arch"], "test_acc1": float(ckpt.get("test_acc1", float("nan")))})
     return Path(out)
 
 
-def refuse_non_finite(blocks: np.ndarray, stored: np.ndarray, grad_mag: np.ndarray, ckpt_path, first_image: int) -> None:
+def refuse_non_finite(blocks: np.ndarray, stored: np.ndarray, grad_mag: np.ndarray, ckpt_path,
+                      first_image: int) -> None:
     """A dump never holds NaN or Inf (its entropy would read as 0): CheckpointError naming the checkpoint and the layer.
 
     `blocks`: one batch's block outputs [L, b, N, C] as computed, `stored`: as they would be stored. The block
@@ -202,7 +206,8 @@ def refuse_non_finite(blocks: np.ndarray, stored: np.ndarray, grad_mag: np.ndarr
     broken = "the checkpoint's weights are broken (diverged training?)"
     checks = [("block output", blocks, broken), ("gradient magnitude", grad_mag, broken)]
     if stored.dtype != blocks.dtype:
-        checks.insert(1, ("block output", stored, f"the values overflow dump.dtype {stored.dtype}; set dump.dtype: float32"))
+        checks.insert(1, ("block output", stored,
+                          f"the values overflow dump.dtype {stored.dtype}; set dump.dtype: float32"))
     for what, values, cause in checks:
         for layer in range(len(values)):
             bad = ~np.isfinite(values[layer])
@@ -256,7 +261,8 @@ def check_identity(f: h5py.File, path, expected: dict | None) -> dict:
     if wrong:
         said = ", ".join(f"{k} {meta.get(k)!r}" for k in wrong)
         asked = ", ".join(f"{k} {v!r}" for k, v in wrong.items())
-        raise DumpError(path, f"is another run's dump: its attributes say {said}, this job reads {asked}; {remedy(path)}")
+        raise DumpError(path,
+                        f"is another run's dump: its attributes say {said}, this job reads {asked}; {remedy(path)}")
     return meta
 
 

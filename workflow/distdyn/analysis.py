@@ -30,8 +30,9 @@ import torch
 from .activations import DumpError, check_identity, open_dump
 from .errors import cli, read_table, remedy
 from .io import chunks, write_csv
-from .tables import CKA_COLUMNS, ENCODING_COLUMNS, ID_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS, bootstrap_ci
 from .schema import schema_default
+from .tables import CKA_COLUMNS, ENCODING_COLUMNS, ID_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS, bootstrap_ci
+
 ENERGY_TAUS = (0.80, 0.90, 0.95, 0.99)  # SVD / PCA energy fractions (the follow-up's table)
 SEP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # SEP curve levels, as fractions of 100 %
 
@@ -73,7 +74,8 @@ def _check_same_probe(fs, ft, student_dump, teacher_dump) -> None:
 
 
 def _refuse_non_finite(path, layer: int) -> None:
-    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf; {remedy(path)} (the dump job refuses to write non-finite values)")
+    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf; {remedy(path)} "
+                          f"(the dump job refuses to write non-finite values)")
 
 
 def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64,

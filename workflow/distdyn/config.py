@@ -280,7 +280,8 @@ def check_config(cfg: dict) -> dict:
         if key != "teacher" and not entry["checkpoint"] and entry["pretrained"] is False:
             raise ConfigError(f"{key}.checkpoint", "an extra model needs its weights: a checkpoint or pretrained")
     if cfg["settings"] and not teacher_start(cfg) and cfg["teacher"]["train"]["epochs"] < 1:
-        raise ConfigError("teacher.train.epochs", "must be at least 1 when no teacher.checkpoint or teacher.pretrained is given")
+        raise ConfigError("teacher.train.epochs",
+                          "must be at least 1 when no teacher.checkpoint or teacher.pretrained is given")
     if cfg["settings"] and cfg["student"]["train"]["epochs"] < 1:
         raise ConfigError("student.train.epochs", "must be at least 1")
     for role in ("teacher", "student") if cfg["settings"] else ():
@@ -316,9 +317,11 @@ def check_config(cfg: dict) -> dict:
             continue
         for s_idx, t_idx in resolve_pairs(s["layers"], s_depth, t_depth):
             if not 0 <= s_idx < s_depth:
-                raise ConfigError(f"{key}.layers", f"student block {s_idx} is out of range: the student has {s_depth} blocks (0..{s_depth - 1})")
+                raise ConfigError(f"{key}.layers", f"student block {s_idx} is out of range: "
+                                                   f"the student has {s_depth} blocks (0..{s_depth - 1})")
             if not 0 <= t_idx < t_depth:
-                raise ConfigError(f"{key}.layers", f"teacher block {t_idx} is out of range: the teacher has {t_depth} blocks (0..{t_depth - 1})")
+                raise ConfigError(f"{key}.layers", f"teacher block {t_idx} is out of range: "
+                                                   f"the teacher has {t_depth} blocks (0..{t_depth - 1})")
         if s["method"] in ("spectral", "mse") and s_width > t_width:
             raise ConfigError(f"{key}.method", f"{s['method']} pools teacher channels to the student's width, "
                                                f"but the student ({s_width}) is wider than the teacher ({t_width})")

@@ -11,9 +11,9 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices) -> "TensorSplit":
+    def subset(self, indices) -> TensorSplit:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return TensorSplit(self.images[idx], self.labels[idx])
 
@@ -264,7 +264,8 @@ _ARRAY_CACHE: dict = {}
 
 def _cached_arrays(cfg: dict):
     """The raw splits and class count, parsed once per process (config checks and training share them)."""
-    key = repr(sorted((k, v) for k, v in cfg.items() if k in ("source", "root", "val_fraction", "split_seed", "synthetic")))
+    key = repr(sorted((k, v) for k, v in cfg.items() if k in ("source", "root", "val_fraction", "split_seed",
+                                                              "synthetic")))
     if key not in _ARRAY_CACHE:
         _ARRAY_CACHE.clear()
         _ARRAY_CACHE[key] = _read_source(cfg)

@@ -164,7 +164,8 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
             names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
-              and (getattr(node.func, "attr", None) == "import_module" or getattr(node.func, "id", None) == "__import__")):
+              and (getattr(node.func, "attr", None) == "import_module"
+                   or getattr(node.func, "id", None) == "__import__")):
             names.add(node.args[0].value)
     return names
 
@@ -173,7 +174,8 @@ def _declared_files(tree: ast.Module, path: Path) -> list[Path]:
     """The files named by a module-level FINGERPRINT_FILES = ("a.c", ...) (relative to the module)."""
     files: list[Path] = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == DECLARED for t in targets):
             value = ast.literal_eval(node.value)
             for name in [value] if isinstance(value, str) else value:

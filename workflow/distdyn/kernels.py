@@ -57,7 +57,8 @@ def cache_dir() -> Path:
 def library_path(compiler: str | None = None) -> Path:
     """Where the library built from the present source with `compiler` lives (built or not)."""
     cc = compiler or os.environ.get("CC") or "cc"
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, platform.machine(), *platform.libc_ver()]).encode())
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, platform.machine(),
+                                                         *platform.libc_ver()]).encode())
     return cache_dir() / f"_kernels-{key.hexdigest()[:16]}.so"
 
 

@@ -142,7 +142,8 @@ def token_entropy(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     slots = tokens * bins
     itype = torch.int32 if slots < 2**31 - 1 else torch.int64
     idx = histogram_bins(x, edges).to(itype)
-    idx += torch.arange(0, slots, bins, dtype=itype, device=x.device).unsqueeze(1)  # one bincount over (token, bin) pairs
+    # one bincount over (token, bin) pairs
+    idx += torch.arange(0, slots, bins, dtype=itype, device=x.device).unsqueeze(1)
     vmin, vmax = torch.aminmax(x) if x.numel() else (edges[0], edges[0])
     if vmin < edges[0] or vmax > edges[-1]:
         inside = (x >= edges[0]) & (x <= edges[-1])
@@ -392,7 +393,8 @@ def read_log(path: str | Path) -> pd.DataFrame:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LogError(path, f"line {i} is not JSON ({e.msg}: column {e.colno}); truncated or edited? {remedy(path)}") from None
+            raise LogError(path, f"line {i} is not JSON ({e.msg}: column {e.colno}); "
+                                 f"truncated or edited? {remedy(path)}") from None
         missing = [c for c in LOG_COLUMNS if not isinstance(record, dict) or c not in record]
         if missing:
             raise LogError(path, f"line {i} is not an epoch record (no {', '.join(missing)}); {remedy(path)}")
@@ -429,7 +431,8 @@ def accuracy_summary(acc: pd.DataFrame, reference: str = "logit") -> pd.DataFram
     """Per setting: mean and standard deviation over seeds, and the difference to `reference`."""
     students = acc[acc.role == "student"]
     g = students.groupby("setting", sort=False)
-    out = pd.DataFrame({"n_seeds": g.size(), "final_acc1_mean": g.final_acc1.mean(), "final_acc1_std": g.final_acc1.std(ddof=1),
+    out = pd.DataFrame({"n_seeds": g.size(), "final_acc1_mean": g.final_acc1.mean(),
+                        "final_acc1_std": g.final_acc1.std(ddof=1),
                         "best_acc1_mean": g.best_acc1.mean(), "best_acc1_std": g.best_acc1.std(ddof=1),
                         "final_acc5_mean": g.final_acc5.mean()}).reset_index()
     ref = out.set_index("setting").final_acc1_mean.get(reference, np.nan)

@@ -166,8 +166,9 @@ def checkpoint_record(path: str | os.PathLike) -> dict:
     missing = [k for k in RECORD_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(path, f"has no architecture record (missing {', '.join(missing)}): dumps read the "
-                                    f"checkpoints distdyn writes (final.pt, epoch_E.pt, results/models/NAME/weights.pt); "
-                                    f"give a state dict of your own as teacher.checkpoint or extra_models[i].checkpoint")
+                                    "checkpoints distdyn writes (final.pt, epoch_E.pt, "
+                                    "results/models/NAME/weights.pt); give a state dict of your own as "
+                                    "teacher.checkpoint or extra_models[i].checkpoint")
     if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["overrides"], dict):
         raise CheckpointError(path, f"its 'model' and 'overrides' entries are not dicts; {remedy(path)}")
     return ckpt

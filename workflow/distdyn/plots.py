@@ -172,7 +172,8 @@ def entropy_profiles(layers: pd.DataFrame, settings: list[str], models: list[str
     greys = plt.get_cmap("Greys")
     for j, m in enumerate(models):
         t = final[(final.model == m) & (final.role != "student")].sort_values("layer")
-        ax.plot(t.layer / t.layer.max(), t.value, color="black" if m == "teacher" else greys(0.45 + 0.5 * j / len(models)),
+        ax.plot(t.layer / t.layer.max(), t.value,
+                color="black" if m == "teacher" else greys(0.45 + 0.5 * j / len(models)),
                 lw=2.5, marker="s", ls="-" if m == "teacher" else "--", label=m)
     cmap = plt.get_cmap("tab10")
     for i, s in enumerate(settings):
@@ -199,7 +200,8 @@ def accuracy_bars(acc: pd.DataFrame, summary: pd.DataFrame, settings: list[str])
     for i, (m, d) in enumerate(zip(s.final_acc1_mean, s.delta_vs_logit)):
         ax.text(i, m, f"{d:+.2f}", ha="center", va="bottom", fontsize=9)
     lo = np.nanmin(s.final_acc1_mean) - 5
-    ax.set_ylim(max(0, lo), min(100, np.nanmax([s.final_acc1_mean.max(), teacher.final_acc1.max() if len(teacher) else 0]) + 3))
+    ax.set_ylim(max(0, lo), min(100, np.nanmax([s.final_acc1_mean.max(),
+                                                teacher.final_acc1.max() if len(teacher) else 0]) + 3))
     ax.set_xticks(range(len(s)), s.index, rotation=30, ha="right")
     ax.set(ylabel="final top-1 (%)", title="Student top-1 (label: difference to logit KD)")
     fig.tight_layout()
@@ -242,7 +244,8 @@ def encoding_figure(enc: pd.DataFrame, settings: list[str], models: list[str]):
     cmap, greys = plt.get_cmap("tab10"), plt.get_cmap("Greys")
     models = [(m, final[(final.model == m) & (final.role != "student")],
                "black" if m == "teacher" else greys(0.45 + 0.5 * j / len(models))) for j, m in enumerate(models)]
-    models += [(s, final[(final.setting == s) & (final.role == "student")], cmap(i % 10)) for i, s in enumerate(settings)]
+    models += [(s, final[(final.setting == s) & (final.role == "student")], cmap(i % 10))
+               for i, s in enumerate(settings)]
     for label, d, color in models:
         if d.empty:
             continue

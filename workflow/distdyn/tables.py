@@ -22,7 +22,8 @@ def percentiles(stats: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
 
 
-def bootstrap_ci(values: np.ndarray, resamples: int, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(values: np.ndarray, resamples: int, level: float = 0.95,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over the last axis (images), for each row."""
     values = np.atleast_2d(values)
     if resamples <= 0:

@@ -38,9 +38,9 @@ from . import __version__
 from .data import SeededAugment, TensorSplit, image_folder, load_tensor_splits, tensor_batches
 from .errors import REMAKE, CheckpointError, cli, first_line
 from .hashing import config_hash
+from .io import read_spec, write_lines, write_text
 from .jobenv import granted_device
 from .losses import DistillationLoss, needs_teacher
-from .io import read_spec, write_lines, write_text
 from .models import (atomic_save, build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint,
                      state_dict_of, unwrap)
 from .store import adopt, entry_dir, job_key, publish, publish_failure, read as read_entry, staging_dir
@@ -138,7 +138,8 @@ class Batches:
         if self.in_memory:
             if self.rt.device.type == "cuda" and self.train_set.images.device != self.rt.device:
                 # Small datasets live on the GPU: no loader stalls.
-                self.train_set = TensorSplit(self.train_set.images.to(self.rt.device), self.train_set.labels.to(self.rt.device))
+                self.train_set = TensorSplit(self.train_set.images.to(self.rt.device),
+                                             self.train_set.labels.to(self.rt.device))
             yield from tensor_batches(self.train_set, bs, shuffle=True, gen=gen, aug=self.cfg["augment"],
                                       drop_last=drop, shard=(self.rt.rank, self.rt.world))
             return
@@ -275,7 +276,8 @@ def load_teacher(path: str, spec: dict, num_classes: int, in_chans: int, device)
     want = spec["teacher_model"]
     if "arch" in ckpt and (ckpt["arch"], ckpt.get("overrides")) != (want["model"], want.get("overrides", {})):
         raise CheckpointError(path, f"is a checkpoint of {ckpt['arch']} with overrides {ckpt.get('overrides')}, not of "
-                                    f"the configured teacher {want['model']} with overrides {want.get('overrides', {})}; "
+                                    f"the configured teacher {want['model']} "
+                                    f"with overrides {want.get('overrides', {})}; "
                                     f"{REMAKE}")
     try:
         if "arch" in ckpt:
@@ -361,7 +363,7 @@ class Member:
 
     spec: dict
     out: Path
-    resume: "Resume"
+    resume: Resume
     model: nn.Module
     criterion: DistillationLoss
     opt: object
@@ -386,7 +388,7 @@ class Member:
         return [json.loads(s) for s in self.state.log_lines]
 
 
-def load_shared_teacher(teacher_path: str | None, specs: list[dict], batches: "Batches", rt: Runtime):
+def load_shared_teacher(teacher_path: str | None, specs: list[dict], batches: Batches, rt: Runtime):
     """The frozen teacher of the runs that need one (None if none does). Building it draws from no run's
     RNG stream, so a run starts from the same state whether or not it shares the teacher with others."""
     need = [s for s in specs if reads_teacher(s)]
@@ -407,7 +409,7 @@ def shared_teacher_forward(teacher, members: list[Member], rt: Runtime):
     return compiled(BlockForward(teacher, indices), rt)
 
 
-def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, batches: "Batches", teacher,
+def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, batches: Batches, teacher,
                  gen: torch.Generator, *, model: nn.Module | None = None, record: dict | None = None,
                  job_key: str | None = None, prefix: str = "", header: str | None = None) -> Member:
     """A run's model, loss, optimizer and resume state, as when it trains alone.
@@ -443,7 +445,8 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
                 member.resume.restore(member.out / name)
     fwd = BlockForward(model, criterion.student_indices)
     if rt.world > 1:
-        fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        fwd = nn.parallel.DistributedDataParallel(fwd,
+                                                  device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     member.fwd = compiled(fwd, rt)
     return member
 
@@ -467,7 +470,8 @@ def member_step(fwd, criterion, opt, x, y, logits_t, feats_t, rt: Runtime) -> to
     return torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
 
 
-def train_one_epoch(members: list[Member], teacher, batches: "Batches", gen, rt: Runtime, epoch: int) -> list[list[float]]:
+def train_one_epoch(members: list[Member], teacher, batches: Batches, gen, rt: Runtime,
+                    epoch: int) -> list[list[float]]:
     """One pass over the training data for members at the same epoch (they share `gen`'s batches): per
     batch one teacher forward, then each member's step on its own RNG stream. Per member
     [total, base, feat, dist, images] summed over the epoch (and over DDP ranks)."""
@@ -490,7 +494,7 @@ def train_one_epoch(members: list[Member], teacher, batches: "Batches", gen, rt:
     return sums.tolist()
 
 
-def train_members(members: list[Member], teacher, batches: "Batches", gen, rt: Runtime, on_done=None) -> None:
+def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Runtime, on_done=None) -> None:
     """Train every member to its last epoch (a group job's or a single run's loop).
 
     Members at the same epoch train together; after a kill between two members' saves some are an
@@ -542,7 +546,8 @@ def train_members(members: list[Member], teacher, batches: "Batches", gen, rt: R
     if rt.main:
         for m in members:
             if m.error is None:
-                atomic_save(checkpoint_dict(m.model, m.spec, m.record, epochs, m.metrics, m.job_key), m.out / "final.pt")
+                atomic_save(checkpoint_dict(m.model, m.spec, m.record, epochs, m.metrics, m.job_key),
+                            m.out / "final.pt")
                 if on_done is not None:
                     on_done(m)
                 m.resume.clear()
@@ -610,7 +615,8 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
         log(f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}"
-            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, compile {rt.compile and rt.compile_mode}, "
+            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
+            f"compile {rt.compile and rt.compile_mode}, "
             f"threads {torch.get_num_threads()}")
     img_size = spec["model"].get("overrides", {}).get("img_size")
     batches = Batches(spec["data"], train_cfg, rt, img_size)
