@@ -4,23 +4,21 @@ import pandas as pd
 import pytest
 import torch
 
-from distdyn import activations, train
+from distdyn import activations
 from distdyn.activations import ATTRS, DATASETS, DumpError, open_dump
-from distdyn.config import teacher_spec
 from distdyn.metrics import compute_dump
+from helpers import train_teacher
 
 
 @pytest.fixture
 def teacher_dump(tiny_cfg, tmp_path):
-    spec = teacher_spec(tiny_cfg)
-    spec["train"]["epochs"] = 1
-    train.run(spec, tmp_path / "teacher")
+    ckpt = train_teacher(tiny_cfg, tmp_path / "teacher", epochs=1)
     probe = tmp_path / "probe.csv"
     activations.write_probe(tiny_cfg["data"], tiny_cfg["probe"], probe)
-    out = activations.dump(tmp_path / "teacher" / "final.pt", tmp_path / "act" / "teacher.h5",
+    out = activations.dump(ckpt, tmp_path / "act" / "teacher.h5",
                            data_cfg=tiny_cfg["data"], probe_file=probe, chunk_images=5, batch_size=6,
                            meta={"model": "teacher", "role": "teacher", "setting": "teacher", "seed": 0})
-    return out, probe, tmp_path / "teacher" / "final.pt"
+    return out, probe, ckpt
 
 
 def test_round_trip_with_all_datasets_and_attributes(teacher_dump, tiny_cfg):

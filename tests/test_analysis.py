@@ -9,7 +9,7 @@ from distdyn.analysis import (ENERGY_TAUS, SEP_LEVELS, cka_matrix, cka_rows, enc
                               linear_cka, pca_basis, pca_dims, phases, sep_dims, sep_mean_curve, sep_moment,
                               sep_permutation_shifts, svd_dims, token_sep_curves)
 from distdyn.tables import CKA_COLUMNS, ENCODING_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS
-from test_metrics import write_fake_dump
+from helpers import write_fake_dump
 
 
 def random_orthogonal(d, gen):

@@ -9,11 +9,9 @@ The corpus, by class (README "Bad input"):
   DAMAGED  damaged files in a finished run (slow: real runs on copies of one finished run)
 """
 import copy
-import gzip
 import hashlib
 import json
 import shutil
-import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +24,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY
-from workflow_utils import ROOT, make_workdir, snakemake
+from helpers import ROOT, TINY, TINY_VIT, fake_cifar10, fake_fashion, idx_bytes, make_workdir, snakemake
 
 
 def assert_one_error(rc: int, text: str, *names: str) -> str:
@@ -116,7 +113,7 @@ CONFIG_CASES = [
                                           "checkpoint": _saved(t), "overrides": {**TINY_OVERRIDES, "img_size": 16}}]),
      "extra_models[0].overrides.img_size"),
 ]
-TINY_OVERRIDES = {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2}
+TINY_OVERRIDES = TINY_VIT["overrides"]
 
 
 def _saved(tmp) -> str:
@@ -173,30 +170,6 @@ def test_missing_config_file_is_named(tmp_path, capsys):
 
 # ---------------------------------------------------------------- DATA: damaged data files, named at plan time
 
-def _idx(arr: np.ndarray) -> bytes:
-    return struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.astype(np.uint8).tobytes()
-
-
-def _fashion(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        (root / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(rng.integers(0, 255, (n, 28, 28))))
-        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(np.arange(n) % 10))
-    return root
-
-
-def _cifar10(root: Path) -> Path:
-    import pickle
-
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": list(range(10)) * 2}, f)
-    return root
-
-
 def _damage_fashion(root, name, how):
     path = root / name
     data = path.read_bytes()
@@ -207,7 +180,7 @@ def _damage_fashion(root, name, how):
     elif how == "text":
         path.write_bytes(b"<html>404 Not Found</html>\n" * 40)
     elif how == "fewer-labels":
-        path.write_bytes(_idx(np.arange(39) % 10))
+        path.write_bytes(idx_bytes(np.arange(39) % 10))
     elif how == "bad-gzip":
         path.unlink()
         (root / f"{name}.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"garbage" * 50)
@@ -248,7 +221,10 @@ def test_damaged_data_file_is_named_at_plan_time(source, name, how, says, tmp_pa
     root = tmp_path / "data"
     root.mkdir()
     size, patch = (28, 7) if source == "fashion" else (32, 8)
-    (_fashion if source == "fashion" else _cifar10)(root)
+    if source == "fashion":
+        fake_fashion(root, train=40, test=20, gz=False)
+    else:
+        fake_cifar10(root, per_batch=20, test=20)
     (_damage_fashion if source == "fashion" else _damage_cifar)(root, name, how)
     cfg = copy.deepcopy(TINY)
     cfg["data"] = {"source": "fashion_mnist" if source == "fashion" else "cifar10", "root": str(root)}
@@ -540,8 +516,7 @@ def _yaml(wd, change):
 
 
 def _damaged_fashion_config(wd):
-    (wd / "fm").mkdir()
-    _damage_fashion(_fashion(wd / "fm"), "t10k-images-idx3-ubyte", "truncate")
+    _damage_fashion(fake_fashion(wd / "fm", train=40, test=20, gz=False), "t10k-images-idx3-ubyte", "truncate")
 
     def change(cfg):
         cfg["data"] = {"source": "fashion_mnist", "root": "fm"}

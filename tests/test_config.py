@@ -1,11 +1,10 @@
-from pathlib import Path
+import copy
 
 import pytest
 import torch
 from distdyn.config import (ConfigError, checkpoint_epochs, load_config, read_schema, resolve_pairs,
                             student_spec, teacher_spec)
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, TINY_VIT, fake_imagefolder
 
 
 def test_default_config_is_valid_and_complete():
@@ -171,8 +170,7 @@ def test_analysis_only_config_is_valid_and_needs_weights(tiny_raw, tmp_path):
     ckpt = tmp_path / "mine.pt"
     torch.save({}, ckpt)
     raw = {"data": tiny_raw["data"], "probe": tiny_raw["probe"],
-           "extra_models": [{"name": "mine", "model": "vit_tiny_patch16_224", "checkpoint": str(ckpt),
-                             "overrides": {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2}}]}
+           "extra_models": [{"name": "mine", **copy.deepcopy(TINY_VIT), "checkpoint": str(ckpt)}]}
     cfg = load_config(raw)
     assert cfg["settings"] == [] and cfg["extra_models"][0]["pretrained"] is False
     raw["extra_models"][0]["checkpoint"] = None
@@ -197,7 +195,6 @@ def test_setting_named_like_an_extra_model_or_the_teacher_is_refused(tiny_raw, t
 def test_imagefolder_description_is_kept_on_disk_until_a_class_folder_changes(tmp_path, monkeypatch):
     """Every SLURM job parses the Snakefile: only the first walks the ImageFolder tree."""
     from distdyn import config, data
-    from test_commands import fake_imagefolder
 
     monkeypatch.chdir(tmp_path)
     cfg = config.validate_schema({"data": {"source": "imagefolder", "root": str(fake_imagefolder(tmp_path / "f"))}})

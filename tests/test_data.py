@@ -1,13 +1,10 @@
-import gzip
-import pickle
-import struct
-
 import numpy as np
 import pytest
 import torch
 
 from distdyn.config import validate_schema
 from distdyn.data import DataError, balanced_subset, describe, load_tensor_splits, probe_indices, tensor_batches
+from helpers import fake_cifar10, fake_fashion
 
 
 def data_cfg(**kw):
@@ -38,17 +35,8 @@ def test_upsampling_and_rgb():
     assert describe(data_cfg(source="digits", img_size=16, grayscale="rgb")).in_chans == 3
 
 
-def _write_idx(path, arr):
-    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_idx_reader(tmp_path):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    fake_fashion(tmp_path, train=40, test=20, gz=True)
     tr, va, k = load_tensor_splits(data_cfg(source="fashion_mnist", root=str(tmp_path)))
     assert (len(tr), len(va), k) == (40, 20, 10)
     assert tr.images.shape[1:] == (1, 28, 28)
@@ -61,12 +49,7 @@ def test_fashion_mnist_missing_file_names_key(tmp_path):
 
 
 def test_cifar10_pickle_reader(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 8)]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(np.arange(n) % 10)}, f)
+    fake_cifar10(tmp_path, per_batch=6, test=8)
     tr, va, k = load_tensor_splits(data_cfg(source="cifar10", root=str(tmp_path)))
     assert (len(tr), len(va), k) == (30, 8, 10)
     assert tr.images.shape[1:] == (3, 32, 32)

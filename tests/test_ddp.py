@@ -1,37 +1,33 @@
 """gpus > 1: torchrun with DDP gives the same numbers as one process (gloo on CPU)."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from distdyn import train
-from distdyn.config import student_spec, teacher_spec
-from distdyn.models import load_checkpoint
+from distdyn.config import student_spec
+from helpers import ROOT, assert_close_weights, fake_imagefolder, log_lines, package_env, train_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """`python -m distdyn.train ARGS` as two gloo processes; it must succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
+           *args]
+    proc = subprocess.run(cmd, env=package_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_cfg, tmp_path):
-    train.run(teacher_spec(tiny_cfg), tmp_path / "teacher")
-    teacher = tmp_path / "teacher" / "final.pt"
+    teacher = train_teacher(tiny_cfg, tmp_path / "teacher")
     spec = student_spec(tiny_cfg, "spectral_last", 0)
     train.run(spec, tmp_path / "single", teacher_path=str(teacher))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
-           "--spec", json.dumps(spec), "--out", str(tmp_path / "ddp"), "--teacher", str(teacher)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _torchrun("--spec", json.dumps(spec), "--out", str(tmp_path / "ddp"), "--teacher", str(teacher))
     assert "x2 (DDP)" in proc.stderr
-    single, ddp = load_checkpoint(tmp_path / "single" / "final.pt")["model"], load_checkpoint(tmp_path / "ddp" / "final.pt")["model"]
-    for k in single:
-        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-5, msg=k)
-    a = [json.loads(l) for l in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
-    b = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert_close_weights(tmp_path / "ddp" / "final.pt", tmp_path / "single" / "final.pt", rtol=1e-4, atol=1e-5)
+    a, b = log_lines(tmp_path / "single" / "log.jsonl"), log_lines(tmp_path / "ddp" / "log.jsonl")
     assert [round(l["train_loss"], 4) for l in a] == [round(l["train_loss"], 4) for l in b]
     assert [l["test_acc1"] for l in a] == [l["test_acc1"] for l in b]
 
@@ -44,7 +40,6 @@ def test_two_process_ddp_matches_one_process_on_imagefolder_with_deit_transforms
     import yaml
 
     from distdyn.config import load_config
-    from test_commands import fake_imagefolder
 
     raw = yaml.safe_load((ROOT / "presets" / "imagenet_paper.yaml").read_text())
     data = {**raw["data"], "root": str(fake_imagefolder(tmp_path / "imagenet", per_class=(8, 2))), "num_workers": 2}
@@ -55,20 +50,13 @@ def test_two_process_ddp_matches_one_process_on_imagefolder_with_deit_transforms
                        "teacher": {"model": "vit_tiny_patch16_224", "overrides": tiny, "train": train_cfg},
                        "student": {"model": "vit_tiny_patch16_224", "overrides": tiny, "train": train_cfg},
                        "settings": [{"name": "logit", "method": "logit"}]})
-    train.run(teacher_spec(cfg), tmp_path / "teacher")
+    teacher = train_teacher(cfg, tmp_path / "teacher")
     spec = student_spec(cfg, "logit", 0)
-    single = train.run(spec, tmp_path / "single", teacher_path=str(tmp_path / "teacher" / "final.pt"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
-           "--spec", json.dumps(spec), "--out", str(tmp_path / "ddp"), "--teacher", str(tmp_path / "teacher" / "final.pt")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = train.run(spec, tmp_path / "single", teacher_path=str(teacher))
+    proc = _torchrun("--spec", json.dumps(spec), "--out", str(tmp_path / "ddp"), "--teacher", str(teacher))
     assert "x2 (DDP)" in proc.stderr
-    a = load_checkpoint(tmp_path / "single" / "final.pt")["model"]
-    b = load_checkpoint(tmp_path / "ddp" / "final.pt")["model"]
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
-    ddp = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert_close_weights(tmp_path / "ddp" / "final.pt", tmp_path / "single" / "final.pt", rtol=1e-4, atol=1e-5)
+    ddp = log_lines(tmp_path / "ddp" / "log.jsonl")
     assert [round(l["train_loss"], 4) for l in single] == [round(l["train_loss"], 4) for l in ddp]
     assert single[0]["images_per_s"] and len(single) == 2
 
@@ -77,24 +65,16 @@ def test_two_process_ddp_matches_one_process_on_imagefolder_with_deit_transforms
 def test_two_process_ddp_group_matches_one_process(tiny_cfg, tmp_path):
     """A group job (students sharing one teacher forward) under torchrun: each member's weights as with
     one process, each member's own DDP reducer (the ranks step the members in the same order)."""
-    train.run(teacher_spec(tiny_cfg), tmp_path / "teacher")
-    teacher = str(tmp_path / "teacher" / "final.pt")
+    teacher = str(train_teacher(tiny_cfg, tmp_path / "teacher"))
     names = ("logit", "spectral_last")  # (a projector's BatchNorm sees each rank's half of the batch: not compared)
     single = [{"spec": student_spec(tiny_cfg, n, 0), "out": str(tmp_path / "single" / n)} for n in names]
     train.run_group(single, teacher_path=teacher)
     ddp = [{**m, "out": str(tmp_path / "ddp" / m["spec"]["name"])} for m in single]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
-           "--group", json.dumps(ddp), "--teacher", teacher]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _torchrun("--group", json.dumps(ddp), "--teacher", teacher)
     assert proc.stderr.count("x2 (DDP)") == len(names)  # each member's device line, from rank 0 only
     for n in names:
-        a = load_checkpoint(tmp_path / "single" / n / "final.pt")["model"]
-        b = load_checkpoint(tmp_path / "ddp" / n / "final.pt")["model"]
-        for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{n}: {k}")
-        la = [json.loads(l) for l in (tmp_path / "single" / n / "log.jsonl").read_text().splitlines()]
-        lb = [json.loads(l) for l in (tmp_path / "ddp" / n / "log.jsonl").read_text().splitlines()]
+        assert_close_weights(tmp_path / "ddp" / n / "final.pt", tmp_path / "single" / n / "final.pt", rtol=1e-4,
+                             atol=1e-5, what=n)
+        la, lb = log_lines(tmp_path / "single" / n / "log.jsonl"), log_lines(tmp_path / "ddp" / n / "log.jsonl")
         assert [round(l["train_loss"], 4) for l in la] == [round(l["train_loss"], 4) for l in lb]
         assert [l["test_acc1"] for l in la] == [l["test_acc1"] for l in lb]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_utils import make_workdir, planned_jobs, snakemake
+from helpers import TINY, make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,6 @@ NARROW = {"img_size": 8, "patch_size": 2, "embed_dim": 8, "depth": 2, "num_heads
 @pytest.fixture(scope="module")
 def analysis_only(tmp_path_factory):
     """Two models of one's own, one as a plain timm state dict and one as a local pretrained file."""
-    from conftest import TINY
     from distdyn.models import create_model
 
     tmp = tmp_path_factory.mktemp("analysis_only")
@@ -61,7 +60,6 @@ def test_each_model_is_dumped_measured_and_plotted(analysis_only):
 
 def test_extra_models_beside_a_study(tmp_path):
     """An extra model joins the teacher and the students in the tables and per-model figures (dry run)."""
-    from conftest import TINY
     from distdyn.models import create_model
 
     torch.save(create_model({"model": "vit_tiny_patch16_224", "overrides": WIDE}, 4, 1).state_dict(), tmp_path / "w.pth")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from distdyn import fingerprint as fp
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "workflow" / "distdyn"
 MODULES = sorted(p.stem for p in PKG.glob("*.py"))
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from distdyn import kernels
+from helpers import numpy_entropy
 
 
 @pytest.fixture
@@ -166,7 +167,6 @@ def test_two_ranges_and_the_bounds_hint_give_np_histogram_entropies(lib, C):
     """Both histograms of one pass, counted by scatter or (bounds spanning few bins of the wide range)
     by comparisons; wrong bounds (values outside them) and NaN change nothing."""
     from distdyn.metrics import _nlog2n
-    from test_metrics import numpy_entropy
 
     rng = np.random.default_rng(C)
     x = rng.standard_t(3, size=(4, 21, C)).astype(np.float32)

@@ -10,24 +10,7 @@ from distdyn import kernels, metrics
 from distdyn.metrics import (channel_spectrum, compute_dump, compute_in_memory, entropy_wide, histogram_edges,
                              layer_rows, outlier_stats, spectra_rows, token_entropy)
 from distdyn.tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci
-
-
-def write_fake_dump(path, blocks, grads=None, **attrs):
-    """A dump in distdyn's layout from a raw [L, B, N, C] array."""
-    L, B, N, C = blocks.shape
-    side = int(math.isqrt(N))
-    with h5py.File(path, "w") as f:
-        f.create_dataset("blocks", data=blocks, chunks=(1, min(B, 7), N, C))
-        f["labels"] = np.arange(B) % 3
-        f["probe_indices"] = np.arange(B)
-        f["logits"] = np.zeros((B, 3), np.float32)
-        f["grad_magnitude"] = grads if grads is not None else np.ones((L, B), np.float32)
-        f.attrs.update({"grid_h": side, "grid_w": N // side, "model": attrs.get("model", "teacher"),
-                        "role": attrs.get("role", "teacher"), "setting": attrs.get("setting", "teacher"),
-                        "seed": 0, "epoch": attrs.get("epoch", 5), "checkpoint": attrs.get("checkpoint", "final"),
-                        "layer_names": [f"blocks.{i}" for i in range(L)],
-                        "config_hash": "x", "distdyn_version": "test"})
-    return path
+from helpers import numpy_entropy, write_fake_dump
 
 
 @pytest.fixture(params=[True, False], ids=["c", "torch"])
@@ -207,15 +190,6 @@ def tokens_near_edges(lo, hi, bins=100, C=48, seed=0):
     pool = np.concatenate([edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf)),
                            rng.uniform(lo, hi, 200).astype(np.float32), np.float32([lo - 1, hi + 1])])
     return rng.choice(pool, size=(64, C)).astype(np.float32), edges
-
-
-def numpy_entropy(tokens, lo, hi, bins=100):
-    out = []
-    for t in tokens:
-        counts, _ = np.histogram(t, bins=bins, range=(np.float32(lo), np.float32(hi)))
-        p = counts[counts > 0] / len(t)
-        out.append(-(p * np.log2(p)).sum())
-    return np.array(out)
 
 
 @pytest.mark.parametrize("lo, hi", [(-3.0, 5.0), (0.1, 0.2), (1000.0, 1000.5), (-7e-4, 3e-4), (-1e-3, 50.0), (2.5, 2.75)])

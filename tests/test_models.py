@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distdyn.models import block_tokens, create_model, describe_model, forward_with_blocks
+from helpers import TINY_VIT
 
 
 @pytest.mark.parametrize("depth,dim,patch,img", [(3, 16, 2, 8), (4, 24, 4, 16)])
@@ -53,10 +54,6 @@ def test_cait_and_deit_build_with_overrides():
     _, feats = forward_with_blocks(model, torch.randn(1, 3, 16, 16), None)
     assert len(feats) == 3 and feats[0].shape == (1, 32, 4, 4)
     assert describe_model({"model": "deit_tiny_patch16_224", "overrides": {}}, 1000, 3) == (12, 192)
-
-
-TINY_VIT = {"model": "vit_tiny_patch16_224",
-            "overrides": {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 2, "num_heads": 2}}
 
 
 def _fetch(tmp_path, *args, env=None):

@@ -17,8 +17,7 @@ import pytest
 import torch
 import yaml
 
-from test_commands import fake_imagefolder, run
-from workflow_utils import ROOT, documented_commands, make_workdir
+from helpers import ROOT, documented_commands, fake_imagefolder, make_workdir, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +59,7 @@ def paper_run(tmp_path_factory):
     (wd / "imagenet_paths.yaml").write_text(yaml.safe_dump(
         {"data": {"root": "data/imagenet"}, "teacher": {"pretrained": "./cait_s24_224.pth"}}))
     (wd / "cpu_sizes.yaml").write_text(yaml.safe_dump(SIZES))
-    proc = run(wd, with_overlay(paper_command(), "cpu_sizes.yaml"), timeout=1500)
+    proc = run_command(wd, with_overlay(paper_command(), "cpu_sizes.yaml"), timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return wd
 
@@ -104,6 +103,6 @@ def test_training_used_the_deit_recipe(paper_run):
 
 def test_report_builds(paper_run):
     """The report of a preset run is the run's own command plus --report (README, "Quick start")."""
-    proc = run(paper_run, with_overlay(paper_command(), "cpu_sizes.yaml"), "--report", "results/report.html")
+    proc = run_command(paper_run, with_overlay(paper_command(), "cpu_sizes.yaml"), "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (paper_run / "results/report.html").stat().st_size > 100_000

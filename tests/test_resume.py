@@ -1,6 +1,6 @@
 """A training job killed mid-run resumes from its saved state and ends where an uninterrupted run ends."""
+import copy
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -8,29 +8,23 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from distdyn import train
-from distdyn.config import load_config, student_spec, teacher_spec
-from distdyn.models import load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from distdyn.config import load_config, student_spec
+from helpers import TINY, log_lines, package_env, same_weights, train_teacher
 
 
 @pytest.fixture(scope="module")
 def slow_setup(tmp_path_factory):
     """Epochs long enough (about a second) to kill a job between two of them."""
-    from conftest import TINY
-    import copy
-
     raw = copy.deepcopy(TINY)
     raw["data"]["synthetic"]["size"] = 3000
     raw["student"]["train"].update(epochs=5, checkpoint_every=2)
     cfg = load_config(raw)
     tmp = tmp_path_factory.mktemp("resume")
-    train.run(teacher_spec(cfg), tmp / "teacher")
+    teacher = train_teacher(cfg, tmp / "teacher")
     spec = student_spec(cfg, "spectral_last", 0)
-    train.run(spec, tmp / "reference", teacher_path=str(tmp / "teacher" / "final.pt"))
+    train.run(spec, tmp / "reference", teacher_path=str(teacher))
     return spec, tmp
 
 
@@ -39,12 +33,8 @@ def _cmd(spec, out, teacher, resume):
             "--teacher", str(teacher), "--resume", str(resume)]
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-
-
 def _kill_after(cmd, log: Path, epochs: int, sig: int) -> int:
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=package_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
         if log.is_file() and len(log.read_text().splitlines()) >= epochs:
@@ -55,11 +45,6 @@ def _kill_after(cmd, log: Path, epochs: int, sig: int) -> int:
     proc.send_signal(sig)
     proc.wait(timeout=60)
     return proc.returncode
-
-
-def _same_weights(a: Path, b: Path) -> bool:
-    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.slow
@@ -74,13 +59,12 @@ def test_killed_run_resumes_to_identical_weights(slow_setup, sig):
     # What Snakemake does to a failed job's outputs before the rerun.
     for p in out.glob("*"):
         p.unlink()
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=package_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from" in done.stderr
-    assert _same_weights(out / "final.pt", tmp / "reference" / "final.pt")
-    assert _same_weights(out / "epoch_2.pt", tmp / "reference" / "epoch_2.pt")  # restored from the resume dir
-    lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
-    ref = [json.loads(l) for l in (tmp / "reference" / "log.jsonl").read_text().splitlines()]
+    assert same_weights(out / "final.pt", tmp / "reference" / "final.pt")
+    assert same_weights(out / "epoch_2.pt", tmp / "reference" / "epoch_2.pt")  # restored from the resume dir
+    lines, ref = log_lines(out / "log.jsonl"), log_lines(tmp / "reference" / "log.jsonl")
     assert [l["test_acc1"] for l in lines] == [l["test_acc1"] for l in ref]
     assert [l["train_loss"] for l in lines] == [l["train_loss"] for l in ref]
     assert not resume.exists()  # cleared after a finished run
@@ -130,18 +114,17 @@ def test_killed_group_job_resumes_every_member_to_identical_weights(group_setup,
     assert all((run / "resume" / f"{name}.pt").is_file() for name in members_ref)
     if drop:
         (run / "resume" / f"{drop}.pt").unlink()
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=package_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("resumed after epoch") == (1 if drop else 2)
     assert json.loads((run / "ready" / "logit.json").read_text())["status"] == "trained"
     for name, (_, reference) in members_ref.items():
         out = run / "out" / name
         restored = subprocess.run([sys.executable, "-m", "distdyn.store", "restore", str(entries[name]), "--out",
-                                   str(out)], env=_env(), capture_output=True, text=True, timeout=60)
+                                   str(out)], env=package_env(), capture_output=True, text=True, timeout=60)
         assert restored.returncode == 0, restored.stderr
         for f in ("epoch_2.pt", "epoch_4.pt", "final.pt"):
-            assert _same_weights(out / f, reference / f), (name, f)
-        lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
-        ref = [json.loads(l) for l in (reference / "log.jsonl").read_text().splitlines()]
+            assert same_weights(out / f, reference / f), (name, f)
+        lines, ref = log_lines(out / "log.jsonl"), log_lines(reference / "log.jsonl")
         assert [(l["train_loss"], l["test_acc1"]) for l in lines] == [(l["train_loss"], l["test_acc1"]) for l in ref]
         assert not (run / "resume" / f"{name}.pt").exists()  # cleared once published

@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY
-from workflow_utils import ROOT, make_workdir
+from helpers import ROOT, TINY, job_env, make_workdir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -45,11 +44,6 @@ GPU_RULES = {
 RUN_TIMEOUT = 2400  # s; on expiry Snakemake gets SIGINT, so it scancels its jobs
 
 
-def _env() -> dict:
-    """As workflow_utils.snakemake: this interpreter's bin dir first on PATH (the jobs use it)."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def _up_sh(action: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(UP), action], env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=900)
@@ -60,7 +54,7 @@ def _start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     default in the child, so Snakemake handles it (and scancels) even if pytest was started with
     SIGINT ignored (a background job of a non-interactive shell)."""
     with open(workdir / "snakemake.out", "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=_env(), stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=job_env(), stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 

@@ -6,22 +6,18 @@ import torch
 from distdyn import train
 from distdyn.config import student_spec, teacher_spec
 from distdyn.models import load_checkpoint
+from helpers import TIMING, assert_close_weights, log_lines, train_teacher, weights
 
 
 @pytest.fixture
 def teacher_ckpt(tiny_cfg, tmp_path):
-    train.run(teacher_spec(tiny_cfg), tmp_path / "teacher")
-    return tmp_path / "teacher" / "final.pt"
-
-
-def _weights(path):
-    return load_checkpoint(path)["model"]
+    return train_teacher(tiny_cfg, tmp_path / "teacher")
 
 
 def test_log_lines_and_checkpoints(tiny_cfg, teacher_ckpt, tmp_path):
     out = tmp_path / "s"
     train.run(student_spec(tiny_cfg, "spectral_last", 0), out, teacher_path=str(teacher_ckpt))
-    lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    lines = log_lines(out / "log.jsonl")
     assert [l["epoch"] for l in lines] == [1, 2]
     keys = {"epoch", "lr", "train_loss", "train_loss_base", "train_loss_feat", "train_loss_dist", "test_loss",
             "test_acc1", "test_acc5", "seconds", "images_per_s"}
@@ -38,9 +34,9 @@ def test_same_seed_is_bit_identical(tiny_cfg, teacher_ckpt, tmp_path):
     spec["train"]["epochs"] = 1
     a = train.run(spec, tmp_path / "a", teacher_path=str(teacher_ckpt))
     b = train.run(spec, tmp_path / "b", teacher_path=str(teacher_ckpt))
-    strip = lambda lines: [{k: v for k, v in l.items() if k not in ("seconds", "images_per_s")} for l in lines]  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in l.items() if k not in TIMING} for l in lines]  # noqa: E731
     assert strip(a) == strip(b)
-    wa, wb = _weights(tmp_path / "a" / "final.pt"), _weights(tmp_path / "b" / "final.pt")
+    wa, wb = weights(tmp_path / "a" / "final.pt"), weights(tmp_path / "b" / "final.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -50,7 +46,7 @@ def test_different_seed_differs(tiny_cfg, tmp_path):
     train.run(spec, tmp_path / "a")
     spec["seed"] = 1
     train.run(spec, tmp_path / "b")
-    wa, wb = _weights(tmp_path / "a" / "final.pt"), _weights(tmp_path / "b" / "final.pt")
+    wa, wb = weights(tmp_path / "a" / "final.pt"), weights(tmp_path / "b" / "final.pt")
     assert not all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -64,15 +60,15 @@ def test_non_finite_loss_names_setting_seed_epoch_term(tiny_cfg, teacher_ckpt, t
 def test_teacher_from_checkpoint(tiny_cfg, teacher_ckpt, tmp_path):
     # A bare timm state dict, as a user would bring.
     bare = tmp_path / "bare.pt"
-    torch.save(_weights(teacher_ckpt), bare)
+    torch.save(weights(teacher_ckpt), bare)
     spec = teacher_spec(tiny_cfg)
     spec["checkpoint"] = str(bare)
     spec["train"]["epochs"] = 0
     lines = train.run(spec, tmp_path / "imported")
     original = json.loads((teacher_ckpt.parent / "log.jsonl").read_text().splitlines()[-1])
     assert lines[0]["epoch"] == 0 and lines[0]["test_acc1"] == pytest.approx(original["test_acc1"])
-    w = _weights(tmp_path / "imported" / "final.pt")
-    assert all(torch.equal(w[k], _weights(teacher_ckpt)[k]) for k in w)
+    w = weights(tmp_path / "imported" / "final.pt")
+    assert all(torch.equal(w[k], weights(teacher_ckpt)[k]) for k in w)
 
 
 def test_teacher_with_a_checkpoint_and_epochs_is_fine_tuned_from_it(tiny_cfg, teacher_ckpt, tmp_path):
@@ -83,8 +79,8 @@ def test_teacher_with_a_checkpoint_and_epochs_is_fine_tuned_from_it(tiny_cfg, te
     tuned = train.run(spec, tmp_path / "tuned")
     assert [l["epoch"] for l in tuned] == [1]
     assert tuned[0]["train_loss"] < fresh[0]["train_loss"]  # it starts from the trained weights
-    assert not all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "tuned" / "final.pt").values(),
-                                                       _weights(teacher_ckpt).values()))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "tuned" / "final.pt").values(),
+                                                       weights(teacher_ckpt).values()))
 
 
 def test_teacher_checkpoint_that_does_not_fit(tiny_cfg, tmp_path):
@@ -123,9 +119,7 @@ def test_compiled_training_loop_matches_eager_on_cpu(tiny_cfg, teacher_ckpt, tmp
     spec["train"]["compile"] = "on"
     compiled = train.run(spec, tmp_path / "compiled", teacher_path=str(teacher_ckpt))
     assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-4)
-    we, wc = _weights(tmp_path / "eager" / "final.pt"), _weights(tmp_path / "compiled" / "final.pt")
-    for k in we:
-        torch.testing.assert_close(wc[k], we[k], rtol=1e-3, atol=1e-4, msg=k)
+    assert_close_weights(tmp_path / "compiled" / "final.pt", tmp_path / "eager" / "final.pt", rtol=1e-3, atol=1e-4)
 
 
 def _ckpt_equal(a, b):
@@ -133,11 +127,6 @@ def _ckpt_equal(a, b):
     ca, cb = load_checkpoint(a), load_checkpoint(b)
     wa, wb = ca.pop("model"), cb.pop("model")
     return ca == cb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def _lines(path):
-    return [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_s")}
-            for l in path.read_text().splitlines()]
 
 
 def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckpt, tmp_path):
@@ -156,7 +145,8 @@ def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckp
         train.run(student_spec(cfg, n, 0), tmp_path / "alone" / n, teacher_path=str(teacher_ckpt))
         for f in ("epoch_1.pt", "final.pt"):
             assert _ckpt_equal(tmp_path / "group" / n / f, tmp_path / "alone" / n / f), (n, f)
-        assert _lines(tmp_path / "group" / n / "log.jsonl") == _lines(tmp_path / "alone" / n / "log.jsonl"), n
+        assert log_lines(tmp_path / "group" / n / "log.jsonl", TIMING) == log_lines(tmp_path / "alone" / n / "log.jsonl",
+                                                                                   TIMING), n
     # the members really differ from each other (own losses, own streams)
     assert not _ckpt_equal(tmp_path / "group" / "logit" / "final.pt", tmp_path / "group" / "spectral_last" / "final.pt")
 

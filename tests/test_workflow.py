@@ -8,15 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_utils import make_workdir, planned_jobs, snakemake
+from helpers import TINY, log_lines, make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from conftest import TINY
-
     workdir = make_workdir(tmp_path_factory.mktemp("e2e"), TINY)
     snakemake(workdir, "--cores", "2")
     return workdir
@@ -26,7 +24,7 @@ def test_every_output_exists_and_is_sane(finished_run):
     r = finished_run / "results"
     settings = ["baseline", "logit", "spectral_last", "projector_first"]
     assert (r / "teacher/final.pt").is_file() and (r / "teacher/probe_indices.csv").is_file()
-    teacher_log = [json.loads(l) for l in (r / "teacher/log.jsonl").read_text().splitlines()]
+    teacher_log = log_lines(r / "teacher/log.jsonl")
     assert len(teacher_log) == 2
     for s in settings:
         d = r / "students" / s / "seed_0"
@@ -170,8 +168,6 @@ def test_changed_loss_weight_trains_only_that_setting_and_leaves_the_others_unto
 
 
 def test_share_teacher_off_trains_every_student_in_its_own_job(tmp_path):
-    from conftest import TINY
-
     workdir = make_workdir(tmp_path, {**TINY, "student": {**TINY["student"], "share_teacher": False}})
     assert _planned(workdir) == {**{k: v for k, v in ALL_JOBS.items() if k != "distill_group"}, "build_kernels": 1}
     out = snakemake(workdir, "-n", "-p", "--cores", "2").stdout
@@ -345,8 +341,6 @@ def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
 def test_metric_jobs_take_a_gpu_only_when_asked(tmp_path, gpu):
-    from conftest import TINY
-
     workdir = make_workdir(tmp_path, {**TINY, "metrics": {**TINY.get("metrics", {}), "gpu": gpu}})
     out = snakemake(workdir, "-n", "-p", "--cores", "2").stdout
     commands = [line for line in out.splitlines() if "-m distdyn.metrics results/activations" in line]
