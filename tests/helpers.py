@@ -104,6 +104,15 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
+def two_at_a_time(run, cases) -> dict:
+    """{case: run(case)}, two cases at a time (a snakemake run is mostly one process importing torch and timm)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = list(cases)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(cases, pool.map(run, cases)))
+
+
 def command_argv(command: str) -> list[str]:
     """A documented command's words, with `snakemake` / `.venv/bin/snakemake` run by this interpreter."""
     words = shlex.split(command)

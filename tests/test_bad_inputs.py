@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -24,7 +23,8 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, TINY, TINY_VIT, fake_cifar10, fake_fashion, idx_bytes, make_workdir, snakemake
+from helpers import (ROOT, TINY, TINY_VIT, fake_cifar10, fake_fashion, idx_bytes, make_workdir, snakemake,
+                     two_at_a_time)
 
 
 def assert_one_error(rc: int, text: str, *names: str) -> str:
@@ -547,8 +547,7 @@ def console(tmp_path_factory):
         change(wd)
         return snakemake(wd, "-n", "--cores", "2", *args, check=False)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CONSOLE_CASES, pool.map(run, CONSOLE_CASES)))
+    return two_at_a_time(run, CONSOLE_CASES)
 
 
 @pytest.mark.slow
@@ -645,8 +644,7 @@ def damaged(tmp_path_factory):
         before = _digests(wd, upstream)
         return snakemake(wd, "--cores", "2", check=False), before, _digests(wd, upstream)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(DAMAGED_CASES, pool.map(run, DAMAGED_CASES)))
+    return two_at_a_time(run, DAMAGED_CASES)
 
 
 @pytest.mark.slow

@@ -57,51 +57,57 @@ def test_schema_error_names_the_key(tiny_raw):
         load_config(tiny_raw)
 
 
-def test_layer_beyond_student_depth(tiny_raw):
-    tiny_raw["settings"].append({"name": "bad", "method": "spectral", "layers": [[2, 0]]})
-    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*student block 2 is out of range.*2 blocks"):
-        load_config(tiny_raw)
+def _add_setting(**setting):
+    return lambda raw, tmp: raw["settings"].append(copy.deepcopy(setting))
 
 
-def test_layer_beyond_teacher_depth(tiny_raw):
-    tiny_raw["settings"].append({"name": "bad", "method": "mse", "layers": [[0, 3]]})
-    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*teacher block 3 is out of range"):
-        load_config(tiny_raw)
+def _extra_model(name):
+    def change(raw, tmp):
+        torch.save({}, tmp / "mine.pt")
+        raw["extra_models"] = [{"name": name, **copy.deepcopy(TINY_VIT), "checkpoint": str(tmp / "mine.pt")}]
+    return change
 
 
-def test_student_wider_than_teacher_for_spectral(tiny_raw):
-    tiny_raw["student"]["overrides"]["embed_dim"] = 32
-    with pytest.raises(ConfigError, match=r"settings\[2\]\.method.*student \(32\) is wider than the teacher \(16\)"):
-        load_config(tiny_raw)
+# id: (change of the tiny config, given it and tmp_path; the ConfigError it gets)
+REFUSED = {
+    "layer_beyond_student_depth": (
+        _add_setting(name="bad", method="spectral", layers=[[2, 0]]),
+        r"settings\[4\]\.layers.*student block 2 is out of range.*2 blocks"),
+    "layer_beyond_teacher_depth": (
+        _add_setting(name="bad", method="mse", layers=[[0, 3]]),
+        r"settings\[4\]\.layers.*teacher block 3 is out of range"),
+    "student_wider_than_teacher_for_spectral": (
+        lambda raw, tmp: raw["student"]["overrides"].update(embed_dim=32),
+        r"settings\[2\]\.method.*student \(32\) is wider than the teacher \(16\)"),
+    "two_settings_with_one_name": (
+        _add_setting(name="logit", method="logit"),
+        r"settings\[4\]\.name.*two settings are named 'logit'"),
+    "setting_named_like_the_teacher": (
+        _add_setting(name="teacher", method="logit"),
+        r"settings\[4\]\.name.*reserved"),
+    "extra_model_named_like_a_setting": (
+        _extra_model("logit"),
+        r"extra_models\[0\]\.name.*'logit' is already the name of settings\[1\]"),
+    "missing_data_path": (
+        lambda raw, tmp: raw.update(data={"source": "fashion_mnist", "root": str(tmp / "nope")}),
+        r"data\.root.*does not exist"),
+    "probe_larger_than_validation_split": (
+        lambda raw, tmp: raw["probe"].update(size=33),  # 160 images * 0.2 = 32 in validation
+        r"probe\.size.*33 probe images requested, the validation split has 32"),
+    "missing_teacher_checkpoint": (
+        lambda raw, tmp: raw["teacher"].update(checkpoint=str(tmp / "teacher.pt")),
+        r"teacher\.checkpoint.*does not exist"),
+    "feature_method_needs_layers": (
+        _add_setting(name="nolayers", method="projector"),
+        r"settings\[4\]\.layers.*needs layers"),
+}
 
 
-def test_two_settings_with_one_name(tiny_raw):
-    tiny_raw["settings"].append({"name": "logit", "method": "logit"})
-    with pytest.raises(ConfigError, match=r"settings\[4\]\.name.*two settings are named 'logit'"):
-        load_config(tiny_raw)
-
-
-def test_missing_data_path(tiny_raw, tmp_path):
-    tiny_raw["data"] = {"source": "fashion_mnist", "root": str(tmp_path / "nope")}
-    with pytest.raises(ConfigError, match=r"data\.root.*does not exist"):
-        load_config(tiny_raw)
-
-
-def test_probe_larger_than_validation_split(tiny_raw):
-    tiny_raw["probe"]["size"] = 33  # 160 images * 0.2 = 32 in validation
-    with pytest.raises(ConfigError, match=r"probe\.size.*33 probe images requested, the validation split has 32"):
-        load_config(tiny_raw)
-
-
-def test_missing_teacher_checkpoint(tiny_raw, tmp_path):
-    tiny_raw["teacher"]["checkpoint"] = str(tmp_path / "teacher.pt")
-    with pytest.raises(ConfigError, match=r"teacher\.checkpoint.*does not exist"):
-        load_config(tiny_raw)
-
-
-def test_feature_method_needs_layers(tiny_raw):
-    tiny_raw["settings"].append({"name": "nolayers", "method": "projector"})
-    with pytest.raises(ConfigError, match=r"settings\[4\]\.layers.*needs layers"):
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_config_is_refused_naming_the_key(case, tiny_raw, tmp_path):
+    change, message = REFUSED[case]
+    change(tiny_raw, tmp_path)
+    with pytest.raises(ConfigError, match=message):
         load_config(tiny_raw)
 
 
@@ -184,12 +190,6 @@ def test_analysis_only_config_is_valid_and_needs_weights(tiny_raw, tmp_path):
         load_config(raw)
     with pytest.raises(ConfigError, match=r"settings.*nothing to run"):
         load_config({"data": tiny_raw["data"], "probe": tiny_raw["probe"]})
-
-
-def test_setting_named_like_an_extra_model_or_the_teacher_is_refused(tiny_raw, tmp_path):
-    tiny_raw["settings"].append({"name": "teacher", "method": "logit"})
-    with pytest.raises(ConfigError, match=r"settings\[4\]\.name.*reserved"):
-        load_config(tiny_raw)
 
 
 def test_imagefolder_description_is_kept_on_disk_until_a_class_folder_changes(tmp_path, monkeypatch):
