@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from distdyn import kernels
-from helpers import numpy_entropy
+from helpers import numpy_entropy, write_fake_dump
 
 
 @pytest.fixture
@@ -113,10 +113,20 @@ def test_build_command_writes_what_the_metric_jobs_load(fresh, monkeypatch, tmp_
     assert out.read_text() == "torch\n"
 
 
-def test_no_compiler_falls_back_to_torch_with_a_warning(fresh, monkeypatch):
+def test_no_compiler_falls_back_to_torch_with_a_warning(fresh, monkeypatch, tmp_path):
+    """No library, and the engine asked for the kernels computes the torch path's numbers, bit for bit
+    (the C path's spectrum and entropies differ from them in the last bits)."""
+    from distdyn.metrics import compute_dump
+
     monkeypatch.setenv("CC", "no-such-compiler-xyz")
     with pytest.warns(UserWarning, match="no-such-compiler-xyz.*torch path"):
         assert kernels.load() is None
+    blocks = np.random.default_rng(2).standard_t(3, size=(3, 6, 9, 16)).astype(np.float32)
+    dump = write_fake_dump(tmp_path / "d.h5", blocks)
+    asked, torch_path = compute_dump(dump, use_kernels=True), compute_dump(dump, use_kernels=False)
+    np.testing.assert_array_equal(asked.spectra, torch_path.spectra)
+    for key in torch_path.per_image:
+        np.testing.assert_array_equal(asked.per_image[key], torch_path.per_image[key], err_msg=key)
 
 
 def test_torch_path_can_be_forced(fresh, monkeypatch):
@@ -151,15 +161,26 @@ def test_token_metrics_spectrum_matches_numpy_fft(lib, C, N):
     assert r.entropy2 is None
 
 
-def test_per_token_results_do_not_depend_on_the_grouping_into_images(lib):
+def test_per_token_results_match_numpy_whatever_the_grouping_into_images(lib):
+    """Per token: np.histogram's entropy and the sum of |x|, for 95 tokens as 5 images of 19, one image of
+    95 (token_entropy, which is token_metrics on one image) and 95 images of one; the groupings agree
+    bit for bit."""
     from distdyn.metrics import _nlog2n
 
     x = np.random.default_rng(0).normal(size=(5, 19, 48)).astype(np.float32)
+    tokens = x.reshape(-1, 48)
     edges = np.linspace(-2.0, 2.0, 101, dtype=np.float32)  # some values fall outside
+    want_h, want_a = numpy_entropy(tokens, -2.0, 2.0), np.abs(tokens.astype(np.float64)).sum(-1)
     r = kernels.token_metrics(lib, x, edges, _nlog2n(48).numpy())
-    want_h, want_a = kernels.token_entropy(lib, x.reshape(-1, 48), edges, _nlog2n(48).numpy())
-    np.testing.assert_array_equal(r.entropy.ravel(), want_h)
-    np.testing.assert_array_equal(r.abs_sum.ravel(), want_a)
+    one = kernels.token_metrics(lib, x.reshape(-1, 1, 48), edges, _nlog2n(48).numpy())
+    runs = [(r.entropy.ravel(), r.abs_sum.ravel()), kernels.token_entropy(lib, tokens, edges, _nlog2n(48).numpy()),
+            (one.entropy.ravel(), one.abs_sum.ravel())]
+    for h, a in runs:
+        np.testing.assert_allclose(h, want_h, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, want_a, rtol=1e-12)
+    for h, a in runs[1:]:
+        np.testing.assert_array_equal(h, runs[0][0])
+        np.testing.assert_array_equal(a, runs[0][1])
 
 
 @pytest.mark.parametrize("C", [1, 5, 16, 48, 193])

@@ -281,14 +281,28 @@ def test_float16_dump_reads_as_its_float32_values(tmp_path):
     np.testing.assert_allclose(compute_dump(path, chunk_images=3).per_image["entropy"].mean(1), ref["entropy"], rtol=1e-12)
 
 
-def test_engine_runs_on_a_gpu_only_when_granted_and_present(monkeypatch):
+@pytest.mark.parametrize("gpus, present, device", [(0, True, "cpu"), (1, True, "cuda"), (1, False, "cpu"),
+                                                   (0, False, "cpu")])
+def test_metric_job_gives_the_engine_a_gpu_only_when_granted_and_present(gpus, present, device, monkeypatch, tmp_path,
+                                                                        capsys):
+    """`python -m distdyn.metrics --gpu N` (the compute rules): the device it hands the engine, from
+    jobenv.granted_device. The engine on a real GPU: test_cuda_engine_matches_the_c_kernels."""
     from distdyn.jobenv import granted_device
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert granted_device(0) == "cpu"
-    assert granted_device(1) == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert granted_device(1) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: present)
+    assert granted_device(gpus) == device
+    given = []
+
+    def on_the_cpu(dumps, **kw):  # records the device, then computes on the CPU (this machine may have no GPU)
+        given.append(kw["device"])
+        return real(dumps, **{**kw, "device": "cpu"})
+
+    real = metrics.compute_tables
+    monkeypatch.setattr(metrics, "compute_tables", on_the_cpu)
+    dump = write_fake_dump(tmp_path / "d.h5", np.random.default_rng(0).normal(size=(2, 3, 4, 8)).astype(np.float32))
+    assert metrics.main([str(dump), "--out", str(tmp_path / "out"), "--gpu", str(gpus), "--bootstrap", "0"]) == 0
+    assert given == [device] and f"metric engine on {device}" in capsys.readouterr().err
+    assert (tmp_path / "out" / "layers.csv").is_file()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
