@@ -1,6 +1,6 @@
 """Every snakemake command in the README and the presets' headers, run as written (a dry run: -n).
 
-The commands are read from the documents (tests/workflow_utils.documented_commands), never retyped.
+The commands are read from the documents (tests/helpers.documented_commands), never retyped.
 Only the files a user provides are made here: a fake ImageFolder, CIFAR pickle folder and teacher
 weights at the relative paths the documents name, and imagenet_paths.yaml.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from workflow_utils import ROOT, documented_commands, make_workdir, readme_python_snippets
+from helpers import ROOT, documented_commands, make_workdir, readme_python_snippets
 
 pytestmark = pytest.mark.slow
 
