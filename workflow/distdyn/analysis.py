@@ -31,7 +31,7 @@ from .activations import DumpError, check_identity, open_dump
 from .errors import cli, read_table, remedy
 from .io import chunks, write_csv
 from .schema import schema_default
-from .tables import CKA_COLUMNS, ENCODING_COLUMNS, ID_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS, bootstrap_ci
+from .tables import CKA_COLUMNS, ENCODING_COLUMNS, LAYER_COLUMNS, bootstrap_ci, phases
 
 ENERGY_TAUS = (0.80, 0.90, 0.95, 0.99)  # SVD / PCA energy fractions (the follow-up's table)
 SEP_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # SEP curve levels, as fractions of 100 %
@@ -138,32 +138,6 @@ def cka_rows(student_dump: str | Path, teacher_dump: str | Path, chunk_images: i
     Ls, Lt = m.shape
     return pd.DataFrame({**meta, "student_layer": np.repeat(np.arange(1, Ls + 1), Lt),
                          "teacher_layer": np.tile(np.arange(1, Lt + 1), Ls), "cka": m.ravel()})[CKA_COLUMNS]
-
-
-# ---------------------------------------------------------------- phases
-
-
-def phases(layers: pd.DataFrame, metric: str = "entropy") -> pd.DataFrame:
-    """Compress-then-expand shape of each model's profile of `metric` over depth (paper.md C1).
-
-    `u_shaped` asks that the minimum be interior and its CI lie wholly below both end layers' CIs; a
-    missing CI (NaN) can never separate, so without a bootstrap it is always False.
-    """
-    sel = layers[layers.metric == metric]
-    rows = []
-    for key, g in sel.groupby(ID_COLUMNS, sort=False, dropna=False):
-        g = g.sort_values("layer")
-        v = g.value.to_numpy(dtype=float)
-        lo = g.ci_low.to_numpy(dtype=float) if "ci_low" in g else np.full(len(g), np.nan)
-        hi = g.ci_high.to_numpy(dtype=float) if "ci_high" in g else np.full(len(g), np.nan)
-        k = int(np.nanargmin(v))  # the first layer of a tie: a flat start is not a dip
-        interior = 0 < k < len(v) - 1
-        # NaN comparisons are False, which is what a missing CI should give.
-        u_shaped = bool(interior and hi[k] < lo[0] and hi[k] < lo[-1])
-        rows.append({**dict(zip(ID_COLUMNS, key)), "num_layers": len(v), "min_layer": int(g.layer.iloc[k]),
-                     "h_first": v[0], "h_min": v[k], "h_last": v[-1], "drop": v[0] - v[k], "rise": v[-1] - v[k],
-                     "interior": interior, "u_shaped": u_shaped})
-    return pd.DataFrame(rows, columns=PHASE_COLUMNS)
 
 
 # ---------------------------------------------------------------- encoding width (paper.md 2.5)
