@@ -2,12 +2,14 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from distdyn import claims as C
+from helpers import ROOT
 
 S_DEPTH, T_DEPTH = 6, 8
 SETTINGS = {
@@ -435,3 +437,41 @@ def test_cli_writes_markdown_and_json(tmp_path):
     assert by_id["C1"]["verdict"] == "holds" and by_id["C5"]["verdict"] == "holds"
     assert by_id["C8"]["verdict"] == "not testable"
     assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+# ---------------------------------------------------------------- the data file, the one-seed reasons, the knobs
+
+
+def test_the_data_files_statements_are_what_claims_md_shows():
+    import yaml
+
+    with open(Path(C.__file__).with_name("claims.yaml")) as f:
+        data = yaml.safe_load(f)
+    assert list(data) == list(C.CLAIM_FUNCTIONS)  # one entry per claim tested, in the report's order
+    md = C.render_markdown(full_run(3), "Claims")
+    for cid, d in data.items():
+        assert f"| [{cid}](#{cid.lower()}) | {d['claim']} |" in md
+        assert f"\n## {cid}\n\n**Claim.** {d['claim']}\n" in md
+        assert f"\n**Paper.** {d['paper']}\n" in md
+
+
+def test_one_seed_reasons_name_the_option_that_decides_them():
+    one = full_run(1)
+    reasons = {r["claim_id"]: r["reason"] for r in one}
+    assert "state a noise floor to apply one" in reasons["C5"]
+    assert "state entropy_noise_floor to apply one" in reasons["C12"]
+    assert "state loss_ratio_floor to decide on the late/early ratio" in reasons["C11"]
+
+
+def test_every_knob_of_the_cli_is_a_config_key_with_the_same_default():
+    from distdyn.claims.cli import KNOBS
+    from distdyn.schema import read_schema
+
+    keys = read_schema()["properties"]["claims"]["properties"]
+    thresholds = [flag[2:].replace("-", "_") for flag in KNOBS if flag != "--reference"]
+    assert set(thresholds) == set(keys)
+    defaults = C.Tolerances()
+    assert {k: getattr(defaults, k) for k in keys} == {k: v["default"] for k, v in keys.items()}
+    options = (ROOT / "workflow" / "rules" / "common.smk").read_text().split("def claims_options")[1]
+    for key in keys:  # the rule passes each (claims_options)
+        assert f'"--{key.replace("_", "-")}": c["{key}"]' in options

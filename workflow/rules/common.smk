@@ -280,5 +280,6 @@ def claims_options():
     """The claims rule's thresholds from config (claims.*), as CLI flags."""
     c = config["claims"]
     flags = {"--level": c["level"], "--neutral-tolerance": c["neutral_tolerance"],
-             "--noise-floor": c["noise_floor"], "--early-fraction": c["early_fraction"]}
+             "--noise-floor": c["noise_floor"], "--early-fraction": c["early_fraction"],
+             "--entropy-noise-floor": c["entropy_noise_floor"], "--loss-ratio-floor": c["loss_ratio_floor"]}
     return " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)

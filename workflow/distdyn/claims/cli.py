@@ -1,0 +1,52 @@
+"""The claims rule's command: `python -m distdyn.claims` (its options are in the package docstring's usage)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from ..errors import cli, read_table
+from ..io import read_spec, write_text
+from .render import json_safe, records, render_markdown, settings_preamble
+from .settings import Tolerances
+from .verdicts import evaluate
+
+# The knobs as options. No defaults here: the rule passes the config's (claims_options in common.smk),
+# and one left out takes the config schema's, through Tolerances.
+KNOBS = {"--level": float, "--neutral-tolerance": float, "--noise-floor": float, "--entropy-noise-floor": float,
+         "--loss-ratio-floor": float, "--early-fraction": float, "--reference": str}
+
+
+def _read_csv(path):
+    return read_table(path) if path else None
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m distdyn.claims", description=sys.modules[__package__].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", required=True)
+    p.add_argument("--accuracy", required=True)
+    p.add_argument("--curves", required=True)
+    p.add_argument("--settings-json", required=True,
+                   help="JSON {name: {method, pairs}} (a string, or a path to a JSON file)")
+    p.add_argument("--student-depth", type=int, required=True)
+    p.add_argument("--teacher-depth", type=int, required=True)
+    p.add_argument("--out", required=True, help="Markdown report")
+    p.add_argument("--json", help="also write the records as JSON here")
+    p.add_argument("--title", default="Claims of the paper, tested on this run")
+    for flag, kind in KNOBS.items():
+        p.add_argument(flag, type=kind, help="default: the config schema's claims." + flag[2:].replace("-", "_")
+                       if flag != "--reference" else "the logit-KD setting (default: 'logit' or the first logit one)")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    settings = read_spec(a.settings_json.strip())
+    given = {f.name: getattr(a, f.name) for f in fields(Tolerances) if getattr(a, f.name) is not None}
+    verdicts = evaluate(_read_csv(a.layers), _read_csv(a.accuracy), _read_csv(a.curves), settings,
+                        a.student_depth, a.teacher_depth, **given)
+    claims = records(verdicts)
+    preamble = settings_preamble(settings, a.student_depth, a.teacher_depth, Tolerances(**given))
+    write_text(render_markdown(claims, a.title, preamble), a.out)
+    if a.json:
+        write_text(json.dumps(json_safe(claims), indent=2) + "\n", a.json)
+    return 0
