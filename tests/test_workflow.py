@@ -285,7 +285,8 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
     ("metrics.py", METRIC_JOBS),
     ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1}),
     ("plots.py", {"plot": 1}),
-    ("claims.py", {"claims": 1}),
+    ("claims/verdicts.py", {"claims": 1}),
+    ("claims/claims.yaml", {"claims": 1}),  # the statements and paper numbers are part of its fingerprint
     ("activations.py", {"select_probe": 1, "dump_model_activations": 1, "dump_activations": 4, **METRIC_JOBS}),
     ("data.py", ALL_JOBS),
     ("losses.py", ALL_JOBS),  # the teacher's loss goes through DistillationLoss too

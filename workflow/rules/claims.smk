@@ -6,16 +6,20 @@ rule claims:
     output:
         md=report("results/claims.md", caption="../report/claims.rst", category="4. Claims"),
         json="results/claims.json",
-    params:
-        code=code_fingerprint("distdyn.claims"),
-        settings=as_json({n: {"method": s["method"], "pairs": s["pairs"]}
-                          for n, s in ((k[0], v["setting"]) for k, v in STUDENT_SPECS.items())}),
-        depths=f"--student-depth {_SHAPES['student'][0]} --teacher-depth {_SHAPES['teacher'][0]}",
-        options=claims_options(),
-    conda:
-        ENV
     log:
         "results/logs/claims.log",
+    conda:
+        ENV
+    params:
+        code=code_fingerprint("distdyn.claims"),
+        settings=as_json(
+            {
+                n: {"method": s["method"], "pairs": s["pairs"]}
+                for n, s in ((k[0], v["setting"]) for k, v in STUDENT_SPECS.items())
+            }
+        ),
+        depths=f"--student-depth {_SHAPES['student'][0]} --teacher-depth {_SHAPES['teacher'][0]}",
+        options=claims_options(),
     shell:
         "python -m distdyn.claims --layers {input.layers} --accuracy {input.accuracy} --curves {input.curves} "
         "--settings-json {params.settings:q} {params.depths} {params.options} --out {output.md} "

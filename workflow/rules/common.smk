@@ -131,28 +131,46 @@ def model_role(name):
 from distdyn.metrics import LAYER_METRICS  # noqa: E402
 
 MODEL_SHAPES = {"teacher": _SHAPES["teacher"]} if SETTINGS else {}
-MODEL_SHAPES.update({m: _build_shape(f"extra_models[{i}]", e, DATA_INFO) for i, (m, e) in enumerate(EXTRA_MODELS.items())})
+MODEL_SHAPES.update(
+    {m: _build_shape(f"extra_models[{i}]", e, DATA_INFO) for i, (m, e) in enumerate(EXTRA_MODELS.items())}
+)
 
 
 def model_identity(name):
     """The attributes of results/activations/{name}.h5 (the teacher's, or an extra model's)."""
     if name == "teacher":
-        return {"model": "teacher", "role": "teacher", "setting": "teacher", "seed": config["teacher"]["seed"],
-                "epoch": config["teacher"]["train"]["epochs"], "checkpoint": "final"}
+        return {
+            "model": "teacher",
+            "role": "teacher",
+            "setting": "teacher",
+            "seed": config["teacher"]["seed"],
+            "epoch": config["teacher"]["train"]["epochs"],
+            "checkpoint": "final",
+        }
     return {"model": name, "role": "model", "setting": name, "seed": 0, "epoch": 0, "checkpoint": "final"}
 
 
 def student_identities(setting, seed):
     """The attributes of each of one run's dumps, in STUDENT_CKPTS order."""
     epochs = checkpoint_epochs(config["student"]["train"]) + [config["student"]["train"]["epochs"]]
-    return [{"model": f"{setting}/seed_{seed}/{c}", "role": "student", "setting": setting, "seed": int(seed),
-             "epoch": e, "checkpoint": c} for c, e in zip(STUDENT_CKPTS, epochs)]
+    return [
+        {
+            "model": f"{setting}/seed_{seed}/{c}",
+            "role": "student",
+            "setting": setting,
+            "seed": int(seed),
+            "epoch": e,
+            "checkpoint": c,
+        }
+        for c, e in zip(STUDENT_CKPTS, epochs)
+    ]
 
 
 def run_table_expect(kind):
     """gather's --expect for run_tables(kind): per table its models x layers (x metrics), as errors.check_complete."""
     runs = [([m], MODEL_SHAPES[m]) for m in MODELS] + [
-        ([i["model"] for i in student_identities(s, seed)], _SHAPES["student"]) for s, seed in student_runs()]
+        ([i["model"] for i in student_identities(s, seed)], _SHAPES["student"]) for s, seed in student_runs()
+    ]
     out = []
     for models, (depth, width) in runs:
         keys = [["model", models], ["layer", list(range(1, depth + 1))]]
@@ -165,10 +183,19 @@ def run_table_expect(kind):
 
 def cka_expect():
     """gather_cka's --expect: per run, its checkpoints x student blocks x teacher blocks."""
-    return as_json([{"keys": [["model", [i["model"] for i in student_identities(s, seed)]],
-                              ["student_layer", list(range(1, _SHAPES["student"][0] + 1))],
-                              ["teacher_layer", list(range(1, _SHAPES["teacher"][0] + 1))]], "per_group": 1}
-                    for s, seed in student_runs()])
+    return as_json(
+        [
+            {
+                "keys": [
+                    ["model", [i["model"] for i in student_identities(s, seed)]],
+                    ["student_layer", list(range(1, _SHAPES["student"][0] + 1))],
+                    ["teacher_layer", list(range(1, _SHAPES["teacher"][0] + 1))],
+                ],
+                "per_group": 1,
+            }
+            for s, seed in student_runs()
+        ]
+    )
 
 
 def run_dir(setting, seed):
@@ -225,8 +252,12 @@ def ready_file(setting, seed="{seed}"):
 
 def group_members(seed):
     return [
-        {"spec": STUDENT_SPECS[(s, int(seed))], "out": run_dir(s, seed), "resume": student_resume(s, seed),
-         "ready": ready_file(s, seed)}
+        {
+            "spec": STUDENT_SPECS[(s, int(seed))],
+            "out": run_dir(s, seed),
+            "resume": student_resume(s, seed),
+            "ready": ready_file(s, seed),
+        }
         for s in SHARED_SETTINGS
     ]
 
@@ -279,7 +310,12 @@ def model_figure(model, kind):
 def claims_options():
     """The claims rule's thresholds from config (claims.*), as CLI flags."""
     c = config["claims"]
-    flags = {"--level": c["level"], "--neutral-tolerance": c["neutral_tolerance"],
-             "--noise-floor": c["noise_floor"], "--early-fraction": c["early_fraction"],
-             "--entropy-noise-floor": c["entropy_noise_floor"], "--loss-ratio-floor": c["loss_ratio_floor"]}
+    flags = {
+        "--level": c["level"],
+        "--neutral-tolerance": c["neutral_tolerance"],
+        "--noise-floor": c["noise_floor"],
+        "--early-fraction": c["early_fraction"],
+        "--entropy-noise-floor": c["entropy_noise_floor"],
+        "--loss-ratio-floor": c["loss_ratio_floor"],
+    }
     return " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)
