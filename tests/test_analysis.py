@@ -128,9 +128,11 @@ def layer_table(profiles, half_width=0.05):
     for model, values in profiles.items():
         for layer, v in enumerate(values, 1):
             hw = np.nan if half_width is None else half_width
-            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3, "checkpoint": "final",
+            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3,
+                         "checkpoint": "final",
                          "layer": layer, "metric": "entropy", "value": v, "ci_low": v - hw, "ci_high": v + hw})
-            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3, "checkpoint": "final",
+            rows.append({"model": model, "role": "student", "setting": model, "seed": 0, "epoch": 3,
+                         "checkpoint": "final",
                          "layer": layer, "metric": "activation_magnitude", "value": -v, "ci_low": -v, "ci_high": -v})
     return pd.DataFrame(rows)[LAYER_COLUMNS]
 

@@ -306,8 +306,8 @@ def test_metrics_truncated_dump(made, tmp_path, capsys):
 def test_metrics_hdf5_that_is_no_dump(tmp_path, capsys):
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["x"] = np.zeros(3)
-    assert "foreign.h5: not a complete distdyn activation dump" in _metrics([tmp_path / "foreign.h5", "--out", tmp_path],
-                                                                           capsys)
+    out = _metrics([tmp_path / "foreign.h5", "--out", tmp_path], capsys)
+    assert "foreign.h5: not a complete distdyn activation dump" in out
 
 
 @pytest.mark.parametrize("key,value", [("role", "teacher"), ("setting", "logit"), ("seed", 1), ("epoch", 3)])
@@ -376,8 +376,8 @@ def test_gather_empty_table(made, tmp_path, capsys):
 def test_gather_table_with_other_columns(made, tmp_path, capsys):
     table = _layers_table(made, tmp_path)
     other = _file(tmp_path, "other.csv", b"a,b\n1,2\n")
-    assert "other.csv: has the columns a, b" in _metrics(["gather", "--tables", table, other, "--out", tmp_path / "a.csv"],
-                                                         capsys)
+    out = _metrics(["gather", "--tables", table, other, "--out", tmp_path / "a.csv"], capsys)
+    assert "other.csv: has the columns a, b" in out
 
 
 LOG_LINE = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "test_loss": 1.0, "test_acc1": 50.0, "test_acc5": 90.0}
@@ -394,7 +394,8 @@ def test_accuracy_bad_log(tmp_path, capsys, text, says):
     log = tmp_path / "log.jsonl"
     log.write_text(text)
     line = _metrics(["accuracy", "--logs", log, "--names", "teacher", "--seeds", "0", "--roles", "teacher",
-                     "--out", tmp_path / "a.csv", "--summary", tmp_path / "s.csv", "--curves", tmp_path / "c.csv"], capsys)
+                     "--out", tmp_path / "a.csv", "--summary", tmp_path / "s.csv", "--curves", tmp_path / "c.csv"],
+                     capsys)
     assert f"log.jsonl: {says}" in line
 
 
@@ -563,7 +564,8 @@ def test_snakemake_console_shows_one_line(console, name):
 
 # ---------------------------------------------------------------- DAMAGED: a finished run, one file damaged per case
 
-FINISHED = {**copy.deepcopy(TINY), "settings": [{"name": "baseline", "method": "none"}, {"name": "logit", "method": "logit"}]}
+FINISHED = {**copy.deepcopy(TINY),
+            "settings": [{"name": "baseline", "method": "none"}, {"name": "logit", "method": "logit"}]}
 TRAINED = ["results/teacher/*", "results/students/*/seed_0/*"]  # checkpoints, logs, the probe set
 DUMPS = ["results/activations/**/*.h5"]
 RUN_TABLES = ["results/metrics/runs/**/*.csv"]
@@ -607,9 +609,11 @@ DAMAGED_CASES = {
                                 "another run's dump", TRAINED + DUMPS),
     "dump-with-nan": (f"{A}/logit/seed_0/final.h5", _set_nan, "layer 2 holds NaN or Inf", TRAINED + DUMPS),
     "checkpoint-without-architecture": ("results/students/logit/seed_0/epoch_1.pt", _bare_state_dict,
-                                        "no architecture record", TRAINED + [f"{A}/teacher.h5", f"{A}/baseline/**/*.h5"]),
+                                        "no architecture record", TRAINED + [f"{A}/teacher.h5",
+                                                                             f"{A}/baseline/**/*.h5"]),
     "teacher-checkpoint-is-text": ("results/teacher/final.pt", _write("my teacher\n"), "not a loadable checkpoint",
-                                   ["results/teacher/*", "results/students/baseline/seed_0/*", f"{A}/baseline/**/*.h5"]),
+                                   ["results/teacher/*", "results/students/baseline/seed_0/*",
+                                    f"{A}/baseline/**/*.h5"]),
     "log-line-garbled": ("results/students/logit/seed_0/log.jsonl", _lines(append='{"epoch": 3, "te'),
                          "line 3 is not JSON", TRAINED + DUMPS + RUN_TABLES),
     "probe-index-out-of-range": ("results/teacher/probe_indices.csv", _probe_out_of_range, "index 9999 is out of range",

@@ -127,7 +127,8 @@ def test_paper_preset_plans_seven_students_on_eight_gpus(workdir):
     from distdyn.config import load_config
 
     raw = yaml.safe_load((ROOT / "presets/imagenet_paper.yaml").read_text())
-    raw["data"]["root"], raw["teacher"]["pretrained"] = str(workdir / "data/imagenet"), str(workdir / "cait_s24_224.pth")
+    raw["data"]["root"] = str(workdir / "data/imagenet")
+    raw["teacher"]["pretrained"] = str(workdir / "cait_s24_224.pth")
     raw["probe"]["size"] = 3
     cfg = load_config(raw)
     pairs = {s["name"]: s.get("layers") for s in cfg["settings"]}

@@ -24,7 +24,8 @@ def analysis_only(tmp_path_factory):
                tmp / "narrow.pt")
     config = {"data": TINY["data"], "probe": TINY["probe"], "metrics": TINY["metrics"],
               "extra_models": [
-                  {"name": "wide", "model": "vit_tiny_patch16_224", "overrides": WIDE, "pretrained": str(tmp / "wide.pth")},
+                  {"name": "wide", "model": "vit_tiny_patch16_224", "overrides": WIDE,
+                   "pretrained": str(tmp / "wide.pth")},
                   {"name": "narrow", "model": "vit_tiny_patch16_224", "overrides": NARROW,
                    "checkpoint": str(tmp / "narrow.pt")}]}
     workdir = make_workdir(tmp / "wd", config)
@@ -62,7 +63,8 @@ def test_extra_models_beside_a_study(tmp_path):
     """An extra model joins the teacher and the students in the tables and per-model figures (dry run)."""
     from distdyn.models import create_model
 
-    torch.save(create_model({"model": "vit_tiny_patch16_224", "overrides": WIDE}, 4, 1).state_dict(), tmp_path / "w.pth")
+    torch.save(create_model({"model": "vit_tiny_patch16_224", "overrides": WIDE}, 4, 1).state_dict(),
+               tmp_path / "w.pth")
     config = {**TINY, "extra_models": [{"name": "mine", "model": "vit_tiny_patch16_224", "overrides": WIDE,
                                         "checkpoint": str(tmp_path / "w.pth")}]}
     workdir = make_workdir(tmp_path / "wd", config)

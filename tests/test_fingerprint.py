@@ -178,7 +178,8 @@ def test_transitive_relative_absolute_and_function_local_imports(tmp_path):
         "f.py": "x = 1\n",
         "unused.py": "raise SystemExit\n",
     })
-    assert _covered("distdyn.entry", root) == {"__init__.py", "entry.py", "a.py", "b.py", "c.py", "d.py", "e.py", "f.py"}
+    assert _covered("distdyn.entry", root) == {"__init__.py", "entry.py", "a.py", "b.py", "c.py", "d.py", "e.py",
+                                               "f.py"}
     assert _covered("distdyn.b", root) == {"__init__.py", "b.py"}
 
 
@@ -211,7 +212,7 @@ def test_fingerprint_follows_content_names_changed_files_and_is_location_free(tm
     helper.write_text("def h():\n    return 2\n")
     changed = fp.fingerprint("distdyn.entry", root)
     assert changed != value
-    old, new = dict(w.split("=") for w in value.split(": ")[1].split()), dict(w.split("=") for w in changed.split(": ")[1].split())
+    old, new = (dict(w.split("=") for w in fp_.split(": ")[1].split()) for fp_ in (value, changed))
     assert [k for k in old if old[k] != new[k]] == ["helper.py"]
 
 
@@ -244,9 +245,11 @@ def test_stages_cover_what_they_import_and_nothing_else():
 
 def test_fingerprinting_is_cheap_and_imports_no_torch():
     code = ("import sys, time; t = time.perf_counter(); from distdyn.fingerprint import fingerprint; "
-            "[fingerprint(f'distdyn.{m}') for m in ('train', 'activations', 'metrics', 'analysis', 'plots', 'claims')]; "
+            "[fingerprint(f'distdyn.{m}') for m in "
+            "('train', 'activations', 'metrics', 'analysis', 'plots', 'claims')]; "
             "print(time.perf_counter() - t, 'torch' in sys.modules, 'numpy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "workflow", capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "workflow", capture_output=True, text=True,
+                         check=True)
     seconds, torch_loaded, numpy_loaded = out.stdout.split()
     assert torch_loaded == "False" and numpy_loaded == "False"
     assert float(seconds) < 2.0
@@ -266,7 +269,8 @@ def test_cli_prints_each_stage_with_its_rules_and_files():
     for name in ("distdyn.plots", "plots", "plot"):  # a module, its short name, a rule that runs it
         one = subprocess.run([sys.executable, "-m", "distdyn.fingerprint", name], cwd=ROOT / "workflow",
                              capture_output=True, text=True, check=True).stdout.splitlines()
-        assert one[0].startswith("distdyn.plots ") and sorted(l.split()[1] for l in one[1:]) == ["__init__.py", "errors.py", "io.py", "plots.py"]
+        assert one[0].startswith("distdyn.plots ")
+        assert sorted(l.split()[1] for l in one[1:]) == ["__init__.py", "errors.py", "io.py", "plots.py"]
 
 
 def test_every_rule_records_a_code_fingerprint():

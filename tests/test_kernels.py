@@ -207,8 +207,9 @@ def test_token_metrics_do_not_depend_on_the_thread_count_or_the_fft_blocks(lib, 
     x = np.random.default_rng(1).normal(size=(7, 20, 24)).astype(np.float32)
     edges = np.linspace(-4.0, 4.0, 101, dtype=np.float32)
     runs = []
-    for threads, block in [(1, kernels.FFT_BLOCK), (2, kernels.FFT_BLOCK), (3, kernels.FFT_BLOCK), (2, 1), (1, 3 * 480)]:
-        monkeypatch.setattr(kernels.torch, "get_num_threads", lambda: threads)
+    for threads, block in [(1, kernels.FFT_BLOCK), (2, kernels.FFT_BLOCK), (3, kernels.FFT_BLOCK), (2, 1),
+                          (1, 3 * 480)]:
+        monkeypatch.setattr(kernels.torch, "get_num_threads", lambda threads=threads: threads)
         monkeypatch.setattr(kernels, "FFT_BLOCK", block)  # values per rfft call: one image, three, all
         runs.append(kernels.token_metrics(lib, x, edges, np.zeros(25), edges2=edges / 2, bounds=(-1.0, 1.0)))
     for run in runs[1:]:
@@ -287,7 +288,8 @@ def test_the_kernel_itself_refuses_sizes_below_one(lib):
     """Its own guard, behind the checks above: -2 and nothing read or written."""
     x, edges, nlog2n = _inputs()
     out = np.zeros(16)
-    for i0, i1, N, C, bins in [(0, 2, 3, 0, 10), (0, 2, 0, 8, 10), (0, 2, 3, 8, 0), (2, 1, 3, 8, 10), (-1, 1, 3, 8, 10)]:
+    for i0, i1, N, C, bins in [(0, 2, 3, 0, 10), (0, 2, 0, 8, 10), (0, 2, 3, 8, 0), (2, 1, 3, 8, 10),
+                               (-1, 1, 3, 8, 10)]:
         code = lib.token_metrics_f32(x.ctypes.data, i0, i1, N, C, edges.ctypes.data, bins, nlog2n.ctypes.data,
                                      out.ctypes.data, out.ctypes.data, None, None, out.ctypes.data, None)
         assert code == -2

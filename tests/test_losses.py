@@ -28,7 +28,9 @@ def test_spectral_loss_matches_direct_computation():
     pooled = ft.view(3, 4, 2, 5, 6).mean(2)
     # Direct: full ortho 2-D DFT via matrices, keep the rfft half (W//2 + 1 columns).
     H, W = 5, 6
-    dft = lambda n: torch.exp(-2j * torch.pi * torch.outer(torch.arange(n), torch.arange(n)) / n) / n ** 0.5  # noqa: E731
+    def dft(n):
+        k = torch.arange(n)
+        return torch.exp(-2j * torch.pi * torch.outer(k, k) / n) / n ** 0.5
     def spec(x):
         X = dft(H) @ x.to(torch.complex64) @ dft(W).T
         return torch.view_as_real(X[..., : W // 2 + 1])

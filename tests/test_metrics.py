@@ -2,13 +2,12 @@ import math
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from distdyn import kernels, metrics
 from distdyn.metrics import (channel_spectrum, compute_dump, compute_in_memory, entropy_wide, histogram_edges,
-                             layer_rows, outlier_stats, spectra_rows, token_entropy)
+                             layer_rows, outlier_stats, token_entropy)
 from distdyn.tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci
 from helpers import numpy_entropy, write_fake_dump
 
@@ -192,7 +191,8 @@ def tokens_near_edges(lo, hi, bins=100, C=48, seed=0):
     return rng.choice(pool, size=(64, C)).astype(np.float32), edges
 
 
-@pytest.mark.parametrize("lo, hi", [(-3.0, 5.0), (0.1, 0.2), (1000.0, 1000.5), (-7e-4, 3e-4), (-1e-3, 50.0), (2.5, 2.75)])
+@pytest.mark.parametrize("lo, hi", [(-3.0, 5.0), (0.1, 0.2), (1000.0, 1000.5), (-7e-4, 3e-4), (-1e-3, 50.0),
+                                    (2.5, 2.75)])
 @pytest.mark.parametrize("path", ["c", "torch"])
 def test_binning_matches_np_histogram_at_edges(lo, hi, path):
     tokens, edges = tokens_near_edges(lo, hi)
@@ -278,7 +278,8 @@ def test_float16_dump_reads_as_its_float32_values(tmp_path):
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(metrics.read_chunk(f["blocks"], 1, 2, 5, buf), blocks[1, 2:5].astype(np.float32))
     ref = compute_in_memory(blocks.astype(np.float32))
-    np.testing.assert_allclose(compute_dump(path, chunk_images=3).per_image["entropy"].mean(1), ref["entropy"], rtol=1e-12)
+    np.testing.assert_allclose(compute_dump(path, chunk_images=3).per_image["entropy"].mean(1), ref["entropy"],
+                               rtol=1e-12)
 
 
 @pytest.mark.parametrize("gpus, present, device", [(0, True, "cpu"), (1, True, "cuda"), (1, False, "cpu"),

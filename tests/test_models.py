@@ -49,7 +49,8 @@ def test_selected_indices_come_back_in_ascending_order():
 
 
 def test_cait_and_deit_build_with_overrides():
-    cait = {"model": "cait_s24_224", "overrides": {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 2}}
+    cait = {"model": "cait_s24_224", "overrides": {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 3,
+                                                   "num_heads": 2}}
     model = create_model(cait, 10, 3).eval()
     _, feats = forward_with_blocks(model, torch.randn(1, 3, 16, 16), None)
     assert len(feats) == 3 and feats[0].shape == (1, 32, 4, 4)

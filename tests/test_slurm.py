@@ -55,7 +55,8 @@ def _start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     SIGINT ignored (a background job of a non-interactive shell)."""
     with open(workdir / "snakemake.out", "w") as out:
         return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=job_env(), stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait(proc: subprocess.Popen, workdir: Path, deadline: float) -> int:

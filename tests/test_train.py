@@ -53,7 +53,8 @@ def test_different_seed_differs(tiny_cfg, tmp_path):
 def test_non_finite_loss_names_setting_seed_epoch_term(tiny_cfg, teacher_ckpt, tmp_path):
     spec = student_spec(tiny_cfg, "spectral_last", 3)
     spec["setting"]["feature_weight"] = float("inf")
-    with pytest.raises(train.NonFiniteLossError, match=r"non-finite total loss .* setting 'spectral_last', seed 3, epoch 1"):
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"non-finite total loss .* setting 'spectral_last', seed 3, epoch 1"):
         train.run(spec, tmp_path / "s", teacher_path=str(teacher_ckpt))
 
 
@@ -145,8 +146,8 @@ def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckp
         train.run(student_spec(cfg, n, 0), tmp_path / "alone" / n, teacher_path=str(teacher_ckpt))
         for f in ("epoch_1.pt", "final.pt"):
             assert _ckpt_equal(tmp_path / "group" / n / f, tmp_path / "alone" / n / f), (n, f)
-        assert log_lines(tmp_path / "group" / n / "log.jsonl", TIMING) == log_lines(tmp_path / "alone" / n / "log.jsonl",
-                                                                                   TIMING), n
+        group, alone = (log_lines(tmp_path / d / n / "log.jsonl", TIMING) for d in ("group", "alone"))
+        assert group == alone, n
     # the members really differ from each other (own losses, own streams)
     assert not _ckpt_equal(tmp_path / "group" / "logit" / "final.pt", tmp_path / "group" / "spectral_last" / "final.pt")
 
@@ -180,10 +181,12 @@ def test_group_with_a_store_publishes_skips_and_reports_a_failed_member(tiny_cfg
     assert "error: non-finite total loss" in capsys.readouterr().err
     assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad")]) == store.NOT_STORED
     # a second group job: logit is stored, nothing else to train once spectral_last is fixed and stored
-    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root), code="c") == {"logit": "stored"}
+    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root),
+                           code="c") == {"logit": "stored"}
     # a finished output folder under the same key is adopted instead of trained again
     import shutil
 
     shutil.rmtree(entry.parent)
-    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root), code="c") == {"logit": "adopted"}
+    assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root),
+                           code="c") == {"logit": "adopted"}
     assert store.read(entry)["files"] == ["log.jsonl", "epoch_1.pt", "final.pt"]

@@ -159,7 +159,8 @@ def test_changed_loss_weight_trains_only_that_setting_and_leaves_the_others_unto
     ready = [json.loads(p.read_text()) for p in sorted((rerun_dir / "results/students/shared/seed_0").iterdir())]
     assert {r["name"]: r["status"] for r in ready} == {
         "logit": "stored", "spectral_last": "trained", "projector_first": "stored"}  # one file each, stale ones gone
-    assert "sharing one teacher forward: spectral_last\n" in (rerun_dir / "results/logs/distill_group/seed_0.log").read_text()
+    group_log = (rerun_dir / "results/logs/distill_group/seed_0.log").read_text()
+    assert "sharing one teacher forward: spectral_last\n" in group_log
     own_log = (rerun_dir / "results/logs/distill_student/spectral_last_seed_0.log").read_text()
     assert "restored spectral_last seed 0" in own_log and "spectral_last seed 0: epoch 2:" not in own_log
     assert "epoch 2: loss" in own_log  # the student's own lines of the group job, without its prefix
@@ -183,8 +184,9 @@ def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
 
 # ---------------------------------------------------------------- code changes: content fingerprints
 
-ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 4, "dump_model_activations": 1,
-            "dump_activations": 4, "compute_model_metrics": 1, "compute_metrics": 4, "cka": 4, **AGGREGATES}
+ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 4,
+            "dump_model_activations": 1, "dump_activations": 4, "compute_model_metrics": 1, "compute_metrics": 4,
+            "cka": 4, **AGGREGATES}
 # The metric engine's jobs and what reads their tables; CKA and encoding read only the dumps (distdyn.analysis
 # does not import the engine), so they stay done.
 METRIC_JOBS = {"compute_model_metrics": 1, "compute_metrics": 4,
@@ -224,7 +226,8 @@ def _cosmetic_python(src: str) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             first = node.body[0] if node.body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value,
+                                                                                                    str):
                 first.value.value = "Edited. " + first.value.value
             else:
                 node.body.insert(0, ast.Expr(ast.Constant("An added docstring.")))
