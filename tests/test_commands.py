@@ -4,62 +4,22 @@ The commands are read from the documents (tests/helpers.documented_commands), ne
 Only the files a user provides are made here: a fake ImageFolder, CIFAR pickle folder and teacher
 weights at the relative paths the documents name, and imagenet_paths.yaml.
 """
-import os
-import pickle
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, documented_commands, make_workdir, readme_python_snippets
+from helpers import (ROOT, documented_commands, fake_cifar100, fake_imagefolder, make_workdir, readme_python_snippets,
+                     run_command, two_at_a_time)
 
 pytestmark = pytest.mark.slow
 
 COMMANDS = documented_commands()
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def argv(command: str) -> list[str]:
-    """The command's words, with `snakemake` / `.venv/bin/snakemake` run by this interpreter."""
-    words = shlex.split(command)
-    assert Path(words[0]).name == "snakemake", command
-    return [sys.executable, "-m", "snakemake", *words[1:]]
-
-
-def run(workdir: Path, command: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([*argv(command), *extra], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def fake_imagefolder(root: Path, classes=("n01", "n02", "n03"), per_class=(4, 2), size=(256, 240)) -> Path:
-    """train/ and val/ class folders of random JPEGs larger than 224, so the DeiT transforms really crop."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for part, n in zip(("train", "val"), per_class):
-        for c in classes:
-            (root / part / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / part / c / f"{i}.JPEG")
-    return root
-
-
-def fake_cifar100(root: Path) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 200), ("test", 1000)):
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(np.arange(n) % 100)}, f)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +55,7 @@ DRY_RUN = [(w, c) for w, c in COMMANDS if "--report" not in c and ("fashion_mnis
 @pytest.fixture(scope="module")
 def dry_runs(workdir):
     """Every command's dry run, two at a time (each is mostly one process importing torch and timm)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(DRY_RUN, pool.map(lambda wc: run(workdir, wc[1], "-n"), DRY_RUN)))
+    return two_at_a_time(lambda wc: run_command(workdir, wc[1], "-n"), DRY_RUN)
 
 
 @pytest.mark.parametrize("where,command", [c for c in COMMANDS if "--report" not in c[1]],
@@ -116,7 +73,7 @@ def test_documented_command_dry_runs(dry_runs, where, command):
 def test_a_preset_is_the_whole_experiment(workdir):
     """Nothing of config.yaml (the toy default) leaks into a preset given with --configfile."""
     command = next(c for w, c in COMMANDS if w == "presets/imagenet_paper.yaml" and "--cores" in c)
-    proc = run(workdir, command, "-n", "-p")
+    proc = run_command(workdir, command, "-n", "-p")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"model": "deit_tiny_patch16_224", "overrides": {}' in proc.stdout
     assert '"model": "cait_s24_224", "overrides": {}' in proc.stdout
@@ -136,7 +93,7 @@ def test_paper_preset_plans_seven_students_on_eight_gpus(workdir):
     t = cfg["student"]["train"]
     assert (t["epochs"], t["batch_size"], t["lr"], t["warmup_epochs"], t["min_lr"]) == (300, 2048, 0.002, 5, 1e-5)
     command = next(c for w, c in COMMANDS if w == "presets/imagenet_paper.yaml" and "--cores" in c)
-    proc = run(workdir, command, "-n", "-p")
+    proc = run_command(workdir, command, "-n", "-p")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert out.count("rule distill_student:") == 7 and out.count("rule dump_activations:") == 7

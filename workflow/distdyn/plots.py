@@ -153,14 +153,20 @@ def entropy_heatmap(layers: pd.DataFrame, setting: str):
     grid = e.groupby(["order", "checkpoint", "layer"]).value.mean().unstack("layer").sort_index()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]))
     im = ax.imshow(grid.values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(grid.shape[1]), grid.columns)
-    ax.set_yticks(range(grid.shape[0]), grid.index.get_level_values("checkpoint"))
-    for (i, j), v in np.ndenumerate(grid.values):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if v < np.nanmean(grid.values) else "black")
     ax.set(xlabel="student block (1-based)", ylabel="checkpoint", title=f"Entropy (bits): {setting}")
+    return _annotate(fig, ax, im, grid.values, grid.columns, grid.index.get_level_values("checkpoint"),
+                     light_below=np.nanmean(grid.values), fontsize=8, unit="bits")
+
+
+def _annotate(fig, ax, im, values, xticks, yticks, light_below: float, fontsize: int, unit: str):
+    """Tick labels, each cell's value (white on the dark cells) and a colour bar for a heatmap."""
+    ax.set_xticks(range(values.shape[1]), xticks)
+    ax.set_yticks(range(values.shape[0]), yticks)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                color="white" if v < light_below else "black")
     ax.grid(False)
-    fig.colorbar(im, ax=ax, label="bits")
+    fig.colorbar(im, ax=ax, label=unit)
     fig.tight_layout()
     return fig
 
@@ -226,15 +232,8 @@ def cka_heatmap(cka: pd.DataFrame, setting: str):
     grid = d.groupby(["student_layer", "teacher_layer"]).cka.mean().unstack("teacher_layer")
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * grid.shape[1], 1.0 + 0.5 * grid.shape[0]))
     im = ax.imshow(grid.values, origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), grid.columns)
-    ax.set_yticks(range(grid.shape[0]), grid.index)
-    for (i, j), v in np.ndenumerate(grid.values):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     ax.set(xlabel="teacher block", ylabel="student block", title=f"Linear CKA, student vs teacher: {setting}")
-    ax.grid(False)
-    fig.colorbar(im, ax=ax, label="CKA")
-    fig.tight_layout()
-    return fig
+    return _annotate(fig, ax, im, grid.values, grid.columns, grid.index, light_below=0.6, fontsize=7, unit="CKA")
 
 
 def encoding_figure(enc: pd.DataFrame, settings: list[str], models: list[str]):
@@ -267,34 +266,37 @@ def encoding_figure(enc: pd.DataFrame, settings: list[str], models: list[str]):
 
 
 def model_figures(layers: pd.DataFrame, spectra: pd.DataFrame, model: str, settings: list[str]) -> dict:
-    """The per-model figures of one analysed model (the teacher or an extra model), by kind."""
+    """The per-model figures of one analysed model (the teacher or an extra model), by kind, each made
+    when called."""
     return {
-        "entropy": model_bars(layers, model, "entropy", "entropy (bits)", "per-layer entropy", log=True),
-        "intensity": model_bars(layers, model, "frequency_intensity", "mean |FFT|/C", "frequency intensity per layer"),
-        "spectra": model_spectra(spectra, model),
-        "magnitudes": model_magnitudes(layers, model),
-        "outliers": model_outliers(layers, model, settings),
+        "entropy": lambda: model_bars(layers, model, "entropy", "entropy (bits)", "per-layer entropy", log=True),
+        "intensity": lambda: model_bars(layers, model, "frequency_intensity", "mean |FFT|/C",
+                                        "frequency intensity per layer"),
+        "spectra": lambda: model_spectra(spectra, model),
+        "magnitudes": lambda: model_magnitudes(layers, model),
+        "outliers": lambda: model_outliers(layers, model, settings),
     }
 
 
 def make_figures(metrics_dir: str | Path, out_dir: str | Path, settings: list[str], models: list[str]) -> list[Path]:
     m, out = Path(metrics_dir), Path(out_dir)
     layers, spectra, enc = read_table(m / "layers.csv"), read_table(m / "spectra.csv"), read_table(m / "encoding.csv")
+    # Each figure is made, saved and closed before the next: a study of many settings keeps one open.
+    figs = {f"{model}_{kind}": make for model in models
+            for kind, make in model_figures(layers, spectra, model, settings).items()}
+    figs["entropy_profiles"] = lambda: entropy_profiles(layers, settings, models)
+    figs["encoding"] = lambda: encoding_figure(enc, settings, models)
+    if settings:
+        acc, summary = read_table(m / "accuracy.csv"), read_table(m / "accuracy_summary.csv")
+        curves, cka = read_table(m / "curves.csv"), read_table(m / "cka.csv")
+        figs["accuracy"] = lambda: accuracy_bars(acc, summary, settings)
+        figs["accuracy_curves"] = lambda: accuracy_curves(curves, settings)
+        figs.update({f"entropy_heatmap_{s}": lambda s=s: entropy_heatmap(layers, s) for s in settings})
+        figs.update({f"cka_{s}": lambda s=s: cka_heatmap(cka, s) for s in settings})
+    written = []
     with plt.rc_context(STYLE):
-        figs = {f"{model}_{kind}": fig for model in models
-                for kind, fig in model_figures(layers, spectra, model, settings).items()}
-        figs["entropy_profiles"] = entropy_profiles(layers, settings, models)
-        figs["encoding"] = encoding_figure(enc, settings, models)
-        if settings:
-            acc, summary = read_table(m / "accuracy.csv"), read_table(m / "accuracy_summary.csv")
-            curves, cka = read_table(m / "curves.csv"), read_table(m / "cka.csv")
-            figs["accuracy"] = accuracy_bars(acc, summary, settings)
-            figs["accuracy_curves"] = accuracy_curves(curves, settings)
-            figs.update({f"entropy_heatmap_{s}": entropy_heatmap(layers, s) for s in settings})
-            figs.update({f"cka_{s}": cka_heatmap(cka, s) for s in settings})
-        written = []
-        for name, fig in figs.items():
-            save(fig, out / f"{name}.png")
+        for name, make in figs.items():
+            save(make(), out / f"{name}.png")
             written.append(out / f"{name}.png")
     return written
 
