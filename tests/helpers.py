@@ -310,3 +310,22 @@ def fake_imagefolder(root: Path, classes=("n01", "n02", "n03"), per_class=(4, 2)
                 pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / part / c / f"{i}.JPEG")
     return root
+
+
+# ---------------------------------------------------------------- literal definitions (references)
+
+
+def channel_spectrum(x):
+    """|FFT over channels| / C for every token: [b, N, C] -> [b, N, C] (float64; the plain definition)."""
+    import torch
+
+    return torch.fft.fft(x.double(), dim=-1).abs() / x.shape[-1]
+
+
+def token_sep_curves(x):
+    """Each token's SEP curve c(d) = 100 sum_{k<d} e_k / sum e_k, e = |unnormalised FFT over channels|^2: [..., D]
+    (the literal definition; the engine uses the equivalent sep_moment form)."""
+    import torch
+
+    e = torch.fft.fft(x.double(), dim=-1).abs().square()
+    return 100 * e.cumsum(-1) / e.sum(-1, keepdim=True)

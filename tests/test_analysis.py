@@ -7,7 +7,8 @@ import torch
 from distdyn import analysis
 from distdyn.analysis import (ENERGY_TAUS, SEP_LEVELS, cka_matrix, cka_rows, encoding_rows, encoding_width,
                               linear_cka, pca_basis, pca_dims, phases, sep_dims, sep_mean_curve, sep_moment,
-                              sep_permutation_shifts, svd_dims, token_sep_curves)
+                              sep_permutation_shifts, svd_dims)
+from helpers import token_sep_curves
 from distdyn.tables import CKA_COLUMNS, ENCODING_COLUMNS, LAYER_COLUMNS, PHASE_COLUMNS
 from helpers import write_fake_dump
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from distdyn import kernels, metrics
-from distdyn.metrics import (channel_spectrum, compute_dump, compute_in_memory, entropy_wide, histogram_edges,
+from helpers import channel_spectrum
+from distdyn.metrics import (compute_dump, compute_in_memory, entropy_wide, histogram_edges,
                              layer_rows, outlier_stats, token_entropy)
 from distdyn.tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci
 from helpers import numpy_entropy, write_fake_dump

@@ -28,7 +28,7 @@ from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
 from .errors import CheckpointError, DistdynError, TableError, cli, first_line, read_table, remedy
 from .io import atomic_path, read_spec, write_csv
 from .jobenv import granted_device
-from .models import build_from_checkpoint, checkpoint_record, forward_with_blocks
+from .models import block_tokens, build_from_checkpoint, checkpoint_record, forward_with_blocks
 
 DATASETS = ("blocks", "labels", "probe_indices", "logits", "grad_magnitude")
 ATTRS = ("grid_h", "grid_w", "model", "role", "setting", "seed", "epoch", "checkpoint", "layer_names", "config_hash",
@@ -114,7 +114,7 @@ def block_outputs_and_grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     finally:
         for h in hooks:
             h.remove()
-    blocks = torch.stack([f.detach().flatten(2).transpose(1, 2) for f in feats])
+    blocks = block_tokens([f.detach() for f in feats])
     grad_mag = torch.stack([g.abs().flatten(1).mean(1) for g in grads])
     return blocks, logits.detach(), grad_mag.detach(), feats[0].shape[-2:]
 

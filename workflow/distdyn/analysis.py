@@ -181,15 +181,6 @@ def pca_dims(x: torch.Tensor, basis: torch.Tensor, taus=ENERGY_TAUS) -> torch.Te
     return _dims_or_nan(captured.cumsum(-1) / total.unsqueeze(-1), total, taus)
 
 
-def token_sep_curves(x: torch.Tensor) -> torch.Tensor:
-    """Each token's SEP curve c(d) = 100 sum_{k<d} e_k / sum e_k, e = |unnormalised FFT over channels|^2: [..., D].
-
-    The literal definition; the dump path uses the equivalent `sep_moment` form.
-    """
-    e = torch.fft.fft(x.double(), dim=-1).abs().square()
-    return 100 * e.cumsum(-1) / e.sum(-1, keepdim=True)
-
-
 def sep_moment(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Sum over tokens of x x^T / ||x||^2 ([D, D], float64) and the number of tokens; all-zero tokens are skipped.
 

@@ -39,10 +39,6 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices) -> TensorSplit:
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return TensorSplit(self.images[idx], self.labels[idx])
-
 
 @dataclass
 class DataInfo:

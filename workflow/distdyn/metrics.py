@@ -70,11 +70,6 @@ class DumpMetrics:
 # ---------------------------------------------------------------- kernels (one chunk: [b, N, C])
 
 
-def channel_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """|FFT over channels| / C for every token: [b, N, C] -> [b, N, C] (float64; the plain definition)."""
-    return torch.fft.fft(x.double(), dim=-1).abs() / x.shape[-1]
-
-
 def half_spectrum(x: torch.Tensor) -> torch.Tensor:
     """|FFT over channels| / C for bins 0..C//2 of real tokens: [b, N, C] -> [b, N, C//2 + 1].
 
