@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
+
+
+def stamp() -> str:
+    """The prefix of every distdyn job's log line."""
+    return f"[distdyn {time.strftime('%H:%M:%S')}]"
 
 
 def export_environment(pkg_dir: str | Path) -> None:

@@ -29,10 +29,10 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from .hashing import config_hash
+from .jobenv import stamp
 
 ENTRY = "entry.json"
 LOG = "train.log"
@@ -113,11 +113,7 @@ def adopt(out: Path, entry: Path, files: list[str], meta: dict) -> None:
     tmp.mkdir(parents=True)
     for name in files:
         _link_or_copy(out / name, tmp / name)
-    publish(tmp, entry, files, [f"{_stamp()} adopted the finished run in {out} (same spec and training code)"], meta)
-
-
-def _stamp() -> str:
-    return f"[distdyn {time.strftime('%H:%M:%S')}]"
+    publish(tmp, entry, files, [f"{stamp()} adopted the finished run in {out} (same spec and training code)"], meta)
 
 
 def restore(entry: str | os.PathLike, out: str | os.PathLike) -> int:
@@ -127,13 +123,13 @@ def restore(entry: str | os.PathLike, out: str | os.PathLike) -> int:
     if info is None:
         return NOT_STORED
     if info["status"] == "failed":
-        print(f"{_stamp()} error: {info['error']} (in {info.get('job') or 'a group job'}); the entry "
+        print(f"{stamp()} error: {info['error']} (in {info.get('job') or 'a group job'}); the entry "
               f"{entry} is dropped, so the next run trains this student again", file=sys.stderr, flush=True)
         shutil.rmtree(entry, ignore_errors=True)
         return FAILED
     for name in info["files"]:
         _link_or_copy(entry / name, out / name)
-    print(f"{_stamp()} restored {info.get('name')} seed {info.get('seed')} from {entry} "
+    print(f"{stamp()} restored {info.get('name')} seed {info.get('seed')} from {entry} "
           f"({', '.join(info['files'])}); its log lines from {info.get('job') or 'training'}:", file=sys.stderr)
     log = entry / LOG
     if log.is_file():
@@ -158,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     status = restore(args.entry, args.out)
     if status == NOT_STORED and command:
-        print(f"{_stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
+        print(f"{stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
               flush=True)
         sys.stdout.flush()
         os.execvp(command[0], command)

@@ -39,7 +39,7 @@ from .data import SeededAugment, TensorSplit, image_folder, load_tensor_splits, 
 from .errors import REMAKE, CheckpointError, cli, first_line
 from .hashing import config_hash
 from .io import read_spec, write_lines, write_text
-from .jobenv import granted_device
+from .jobenv import granted_device, stamp
 from .losses import DistillationLoss, needs_teacher
 from .models import (atomic_save, build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint,
                      state_dict_of, unwrap)
@@ -106,7 +106,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def log(msg: str) -> None:
-    print(f"[distdyn {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"{stamp()} {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- data
@@ -380,9 +380,9 @@ class Member:
     error: Exception | None = None
 
     def log(self, msg: str) -> None:
-        stamp = f"[distdyn {time.strftime('%H:%M:%S')}]"
-        self.lines.append(f"{stamp} {msg}")
-        print(f"{stamp} {self.prefix}{msg}", file=sys.stderr, flush=True)
+        now = stamp()
+        self.lines.append(f"{now} {msg}")
+        print(f"{now} {self.prefix}{msg}", file=sys.stderr, flush=True)
 
     def records(self) -> list[dict]:
         return [json.loads(s) for s in self.state.log_lines]
@@ -614,10 +614,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     gen = seed_everything(spec["seed"])
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        log(f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}"
-            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
-            f"compile {rt.compile and rt.compile_mode}, "
-            f"threads {torch.get_num_threads()}")
+        log(_run_header(spec, rt))
     img_size = spec["model"].get("overrides", {}).get("img_size")
     batches = Batches(spec["data"], train_cfg, rt, img_size)
     record = model_record(spec["model"], batches.num_classes, batches.in_chans)
@@ -649,6 +646,13 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     if member.error is not None:
         raise member.error
     return member.records()
+
+
+def _run_header(spec: dict, rt: Runtime) -> str:
+    """A run's first log line: what it is and where and how it trains."""
+    return (f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}"
+            f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
+            f"compile {rt.compile and rt.compile_mode}, threads {torch.get_num_threads()}")
 
 
 STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal for the members of a group
@@ -712,10 +716,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             out = staging_dir(entry) if entry is not None else Path(m["out"])
             if rt.main:
                 out.mkdir(parents=True, exist_ok=True)
-            header = (f"{m['spec']['role']} {m['spec']['name']!r} seed {m['spec']['seed']}: device {rt.device}"
-                      f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
-                      f"compile {rt.compile and rt.compile_mode}, threads {torch.get_num_threads()}, "
-                      f"one teacher forward shared by {len(todo)} students")
+            header = f"{_run_header(m['spec'], rt)}, one teacher forward shared by {len(todo)} students"
             member = build_member(m["spec"], out, m.get("resume"), rt, batches, teacher, gen, job_key=key,
                                   prefix=f"{m['spec']['name']} seed {m['spec']['seed']}: ", header=header)
             built.append(member)
