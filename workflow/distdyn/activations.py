@@ -241,9 +241,15 @@ def open_dump(path: str | Path) -> h5py.File:
     if recorded is not None and not (np.isfinite(recorded[0]).all() and np.isfinite(recorded[1]).all()):
         layer = int(np.flatnonzero(~(np.isfinite(recorded[0]) & np.isfinite(recorded[1])))[0])
         f.close()
-        raise DumpError(path, f"layer {layer + 1} holds NaN or Inf (its recorded value range); {remedy(path)} "
-                              f"(the dump job refuses to write non-finite values)")
+        raise non_finite(path, layer, "its recorded value range")
     return f
+
+
+def non_finite(path, layer: int, where: str | None = None) -> DumpError:
+    """The error for a dump whose 0-based `layer` holds NaN or Inf (`where`: what showed it)."""
+    seen = f" ({where})" if where else ""
+    return DumpError(path, f"layer {layer + 1} holds NaN or Inf{seen}; {remedy(path)} "
+                           f"(the dump job refuses to write non-finite values)")
 
 
 def dump_meta(f: h5py.File) -> dict:

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import DumpError, check_identity, open_dump
-from .errors import cli, read_table, remedy
+from .activations import DumpError, check_identity, non_finite, open_dump
+from .errors import cli, read_table
 from .io import chunks, write_csv
 from .schema import schema_default
 from .tables import CKA_COLUMNS, ENCODING_COLUMNS, LAYER_COLUMNS, bootstrap_ci, phases
@@ -73,11 +73,6 @@ def _check_same_probe(fs, ft, student_dump, teacher_dump) -> None:
                                       "CKA needs the same images in the same order")
 
 
-def _refuse_non_finite(path, layer: int) -> None:
-    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf; {remedy(path)} "
-                          f"(the dump job refuses to write non-finite values)")
-
-
 def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images: int = 64,
                expect: tuple[dict | None, dict | None] = (None, None)) -> np.ndarray:
     """Linear CKA between every student and teacher layer, streamed: [L_s, L_t].
@@ -119,7 +114,7 @@ def cka_matrix(student_dump: str | Path, teacher_dump: str | Path, chunk_images:
             n += y.shape[0]
     for sums, path in ((sx, student_dump), (sy, teacher_dump)):  # NaN and Inf propagate into the column sums
         for layer in torch.nonzero(~torch.isfinite(sums).all(1)).flatten().tolist():
-            _refuse_non_finite(path, layer)
+            raise non_finite(path, layer)
     xx -= sx.unsqueeze(2) * sx.unsqueeze(1) / n
     yy -= sy.unsqueeze(2) * sy.unsqueeze(1) / n
     out = np.zeros((Ls, Lt))
@@ -240,7 +235,7 @@ def encoding_width(dump_path: str | Path, layer: int = -1, *, permutations: int 
         for b0, b1 in chunks(B, chunk_images):
             x = _read(blocks, layer, b0, b1)
             if not torch.isfinite(x).all():
-                _refuse_non_finite(dump_path, layer)
+                raise non_finite(dump_path, layer)
             svd.append(svd_dims(x))
             t = x.reshape(-1, C)
             second += t.T @ t

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from . import kernels
-from .activations import DumpError, ValueRange, check_identity, open_dump, stored_value_range
+from .activations import ValueRange, check_identity, non_finite, open_dump, stored_value_range
 from .errors import LogError, TableError, check_complete, cli, read_table, remedy
 from .io import chunks, write_csv
 from .jobenv import granted_device
@@ -195,11 +195,6 @@ def value_range(blocks, chunk_images: int, buf: np.ndarray | None = None) -> tup
     return found.lo, found.hi
 
 
-def _refuse_non_finite(path, layer: int, where: str) -> None:
-    raise DumpError(path, f"layer {layer + 1} holds NaN or Inf ({where}); its entropy and every other metric would "
-                          f"be meaningless; {remedy(path)} (the dump job refuses to write non-finite values)")
-
-
 def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int = 100,
                  chunk_images: int = 256, stored_range: bool = True, use_kernels: bool = True,
                  device: str | torch.device = "cpu", expect: dict | None = None) -> DumpMetrics:
@@ -225,7 +220,7 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
         recorded = stored_value_range(f) if stored_range else None
         lo, hi = recorded if recorded is not None else value_range(blocks, chunk_images, buf)
         for layer in np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi))):
-            _refuse_non_finite(path, int(layer), "its recorded value range")
+            raise non_finite(path, int(layer), "its value range")
         glo, ghi = float(lo.min()), float(hi.max())
         device = torch.device(device)
         lib = kernels.load() if use_kernels and device.type == "cpu" else None
@@ -243,7 +238,7 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
                 x = read_chunk(blocks, layer, b0, b1, buf)
                 mag, entropy, abs_sum, entropy_layer, chan = chunk_metrics(x, edges, lib, edges_layer, (llo, lhi))
                 if not np.isfinite(abs_sum).all():  # NaN and Inf propagate into the sum of |x|: a free check
-                    _refuse_non_finite(path, layer, f"images {b0}..{b1 - 1}")
+                    raise non_finite(path, layer, f"images {b0}..{b1 - 1}")
                 spec_sum += mag.sum(0)
                 per_image["frequency_intensity"][layer, b0:b1] = (mag @ weights / (N * C)).numpy()
                 per_image["entropy_global"][layer, b0:b1] = entropy
@@ -253,7 +248,7 @@ def compute_dump(path: str | Path, *, entropy_range: str = "global", bins: int =
             spectra[layer] = (spec_sum[: C // 2] / (B * N)).numpy()
         per_image["gradient_magnitude"] = np.asarray(f["grad_magnitude"], dtype=np.float64)
         for layer in np.flatnonzero(~np.isfinite(per_image["gradient_magnitude"]).all(1)):
-            _refuse_non_finite(path, int(layer), "/grad_magnitude")
+            raise non_finite(path, int(layer), "/grad_magnitude")
         per_image["entropy"] = per_image["entropy_global" if entropy_range == "global" else "entropy_per_layer"]
     return DumpMetrics(meta, {m: per_image[m] for m in SCALAR_METRICS}, spectra, C, channel_abs)
 
