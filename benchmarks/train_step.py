@@ -36,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from distdyn.losses import DistillationLoss  # noqa: E402
 from distdyn.models import create_model, forward_with_blocks  # noqa: E402
-from distdyn.train import (BlockForward, MemberRNG, Runtime, compiled, make_optimizer, member_step,  # noqa: E402
-                           teacher_outputs)
+from distdyn.engine import member_step, teacher_outputs  # noqa: E402
+from distdyn.members import BlockForward, make_optimizer  # noqa: E402
+from distdyn.resume import MemberRNG  # noqa: E402
+from distdyn.runtime import Runtime, compiled  # noqa: E402
 
 PAIRS = {
     "cait": dict(teacher={"model": "cait_s24_224", "overrides": {}},

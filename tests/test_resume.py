@@ -11,6 +11,7 @@ import pytest
 
 from distdyn import train
 from distdyn.config import load_config, student_spec
+from distdyn.resume import Resume
 from helpers import TINY, log_lines, package_env, same_weights, train_teacher
 
 
@@ -74,7 +75,7 @@ def test_stale_resume_state_is_ignored(tiny_cfg, tmp_path, capsys):
     spec = student_spec(tiny_cfg, "baseline", 0)
     spec["train"]["epochs"] = 2
     state = tmp_path / "state.pt"
-    resume = train.Resume(str(state), "some-other-config")
+    resume = Resume(str(state), "some-other-config")
     resume.save({"model": {}, "epoch": 1})
     train.run(spec, tmp_path / "out", resume_path=str(state))
     err = capsys.readouterr().err

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from distdyn import train
+from distdyn import runtime, train
 from distdyn.config import student_spec, teacher_spec
 from distdyn.models import load_checkpoint
 from helpers import TIMING, assert_close_weights, log_lines, train_teacher, weights
@@ -105,9 +105,9 @@ def test_authors_lr_step_repeats_the_first_value(tiny_cfg, tmp_path):
 
 def test_compile_mode_from_config_and_default_under_ddp():
     cfg = {"amp": "auto", "compile": "on", "compile_mode": "reduce-overhead"}
-    rt = train.make_runtime(cfg, gpu=0, device="cpu")
+    rt = runtime.make_runtime(cfg, gpu=0, device="cpu")
     assert rt.compile and rt.compile_mode == "reduce-overhead" and rt.amp_dtype is None
-    assert train.compile_mode(cfg, world=2) == "default"
+    assert runtime.compile_mode(cfg, world=2) == "default"
 
 
 @pytest.mark.slow

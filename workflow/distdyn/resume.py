@@ -1,0 +1,106 @@
+"""A run's state between epochs: what it has done, its RNG stream, and the resume file that survives a kill."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .models import atomic_save
+from .runtime import log
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    log_lines: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
+
+
+class Resume:
+    """Full training state kept outside the rule's outputs, tied to the spec by its hash.
+
+    Epoch checkpoints are hard-linked beside it, so Snakemake deleting the
+    outputs of a killed job loses nothing.
+    """
+
+    def __init__(self, path: str | None, spec_hash: str):
+        self.path = Path(path) if path else None
+        self.hash = spec_hash
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            log(f"resume state {self.path} is unreadable ({e}); starting from scratch")
+            return None
+        if state.get("spec_hash") != self.hash:
+            log(f"resume state {self.path} is stale (spec hash {state.get('spec_hash')} != {self.hash}); ignored")
+            return None
+        log(f"resuming from {self.path} after epoch {state['epoch']}")
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is not None:
+            atomic_save({**state, "spec_hash": self.hash}, self.path)
+
+    def keep(self, ckpt: Path) -> None:
+        if self.path is not None:
+            _link_or_copy(ckpt, self.path.parent / f"{self.path.stem}.{ckpt.name}")
+
+    def restore(self, ckpt: Path) -> None:
+        kept = self.path.parent / f"{self.path.stem}.{ckpt.name}" if self.path else None
+        if kept is not None and kept.is_file() and not ckpt.is_file():
+            _link_or_copy(kept, ckpt)
+
+    def clear(self) -> None:
+        if self.path is None:
+            return
+        for p in self.path.parent.glob(f"{self.path.stem}.*"):
+            p.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
+class MemberRNG:
+    """A run's own torch RNG stream (CPU, and CUDA when it trains there): its initial weights, a projector's,
+    dropout and drop-path. It is swapped in around each of the run's steps, so runs training in one job
+    never draw from each other's stream, nor from the data generator (shuffling, augmentation)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.state = self.capture()
+
+    def capture(self) -> dict:
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load(self, saved: dict) -> None:
+        """From a resume state (one saved on CPU keeps the CUDA stream this run started with)."""
+        self.state = {**self.state, **{k: v for k, v in saved.items() if k in self.state}}
+
+    @contextlib.contextmanager
+    def active(self):
+        torch.set_rng_state(self.state["torch"])
+        if "cuda" in self.state:
+            torch.cuda.set_rng_state(self.state["cuda"], self.device)
+        try:
+            yield
+        finally:
+            self.state = self.capture()
