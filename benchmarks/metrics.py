@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 def build_dump(path: Path, L: int, B: int, N: int, C: int, dtype: str, compression: str, chunk: int = 64) -> None:
     """Activation-like data: per-layer scale, heavy tails, a few outlier channels in late layers."""
-    from distdyn.activations import ValueRange
+    from distdyn.dumps import ValueRange
 
     rng = np.random.default_rng(0)
     side = int(np.sqrt(N))

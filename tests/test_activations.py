@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distdyn import activations
-from distdyn.activations import ATTRS, DATASETS, DumpError, open_dump
+from distdyn.dumps import ATTRS, DATASETS, DumpError, open_dump
 from distdyn.metrics import compute_dump
 from helpers import train_teacher
 

@@ -210,7 +210,7 @@ def test_binning_matches_np_histogram_at_edges(lo, hi, path):
 
 
 def test_recorded_range_gives_the_same_numbers_as_a_first_pass(tmp_path):
-    from distdyn.activations import ValueRange
+    from distdyn.dumps import ValueRange
 
     rng = np.random.default_rng(4)
     blocks = rng.standard_t(3, size=(3, 6, 4, 8)).astype(np.float32)

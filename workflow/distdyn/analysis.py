@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import DumpError, check_identity, non_finite, open_dump
+from .dumps import DumpError, check_identity, non_finite, open_dump
 from .errors import cli, read_table
 from .io import chunks, write_csv
 from .schema import schema_default

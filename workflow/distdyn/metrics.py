@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from . import kernels
-from .activations import ValueRange, check_identity, non_finite, open_dump, stored_value_range
+from .dumps import ValueRange, check_identity, non_finite, open_dump, stored_value_range
 from .errors import LogError, TableError, check_complete, cli, read_table, remedy
 from .io import chunks, write_csv
 from .jobenv import granted_device
