@@ -5,10 +5,12 @@
         --student-depth 6 --teacher-depth 8 --out claims.md [--json claims.json]
 
 The rules below are the spec of the verdicts; their knobs (`level`, `noise_floor`, ...) are the
-config's `claims.*` keys, defaults in the config schema. The package: statements.py (the claims and
-the paper's numbers, from claims.yaml), settings.py (early/late alignment, the reference, the knobs),
-stats.py (the intervals and the verdict rules on them), evidence.py (what is read from the tables),
-verdicts.py (one `Verdict` per claim, as data), render.py (records and markdown), cli.py.
+config's `claims.*` keys, defaults in the config schema. The package: claims.yaml (each claim as data:
+its statement, the paper's numbers and its test: the quantity, the settings it selects, what they are
+compared against, the direction, the floor key, the paper's effect), statements.py (reads it),
+settings.py (early/late alignment, the reference, the knobs), stats.py (the tests, all scipy's, and the
+verdict rules on them), evidence.py (the quantities read from the tables), verdicts.py (`evaluate_test`,
+the one function that evaluates every claim but C1's shape rule), render.py (records and markdown), cli.py.
 
 Claims tested here: C1 (U-shaped teacher entropy), C5 (late alignment below logit
 KD), C8 (early alignment neutral), C9 (a projector does not rescue late
@@ -36,19 +38,35 @@ Rules (applied the same way to every claim):
 * A claim whose settings are absent (not configured, or configured but with no
   rows in the table the claim reads) is "not testable", with the missing
   settings named; it is not a verdict.
-* Accuracy comparisons use each run's final top-1 (`final_acc1`), one value
-  per seed. With >= 2 seeds on both sides the statistic is the difference of
-  the seed means and its Welch (unequal-variance) t interval at `level`
-  (default 95 %, Welch-Satterthwaite degrees of freedom); seeds are *not*
-  paired. A directional claim "holds" only if the interval excludes 0 in the
-  claimed direction, "does not hold" if it excludes 0 in the opposite
-  direction, and is "inconclusive (overlapping intervals)" otherwise.
+* Every comparison is of one number per seed (accuracy: each run's final
+  top-1, `final_acc1`). One seed gives every setting the same student initial
+  weights and the same batches (what a setting adds, e.g. a projector, draws
+  from a stream of its own), so when both settings have the same seeds (>= 2)
+  the statistic is the mean per-seed difference and its paired t interval at
+  `level` (default 95 %; scipy.stats.ttest_rel). With different seeds it is the
+  difference of the seed means and its Welch (unequal-variance) t interval
+  (ttest_ind, equal_var=False). Each evidence line names the test it used. A
+  directional claim "holds" only if the interval excludes 0 in the claimed
+  direction, "does not hold" if it excludes 0 in the opposite direction, and
+  is "inconclusive (overlapping intervals)" otherwise.
+* Beside each such interval, as evidence: P(A > B), the share of seeds at which
+  the setting beats the other (unpaired: of all pairs of runs; ties count
+  half), with a percentile bootstrap interval (scipy.stats.bootstrap, fixed
+  generator; Bouthillier et al. 2021); and, where claims.yaml has the paper's
+  difference for the setting's method, the seeds needed to decide the claim at
+  that difference with 80 % power at this run's sd (of the paired difference,
+  or of the seeds when unpaired), from scipy's noncentral t (`power`,
+  `seeds_needed`; for C8 the interval must fall within the tolerance).
 * With one seed on either side there is no spread to judge a difference
   against, so the verdict is "inconclusive (one seed)" - unless the user states
   a run-to-run noise floor (`noise_floor` in accuracy points, `entropy_noise_floor`
   in bits): the interval is then the difference +- that floor and the same
   rules apply. (The authors' own logs put ImageNet-scale seed noise at about
-  0.1-0.15 points; a small-scale run has to measure its own.)
+  0.1-0.15 points; a small-scale run has to measure its own.) When the two final
+  models' per-image correctness on the validation split is known, McNemar's exact
+  test (scipy.stats.binomtest on the images only one of them gets right) is
+  given beside it: it says whether these two trained models differ on this test
+  set, not whether the settings differ, and does not change the verdict.
 * Neutrality (C8): "holds" if the whole interval of the difference lies within
   +-`neutral_tolerance` (default 1.0 point), "does not hold" if it lies wholly
   outside that band, "inconclusive" if it straddles a band edge.
@@ -88,25 +106,26 @@ from __future__ import annotations
 from .cli import main
 from .render import json_safe, record, records, render_markdown, settings_preamble
 from .settings import Tolerances, classify_setting, describe_setting, reference_setting
-from .statements import CLAIMS, PAPER
-from .stats import (HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, VERDICTS, Diff, combine, compare, describe_diff,
-                    directional, neutral, t_quantile)
-from .verdicts import CLAIM_FUNCTIONS, Reason, Verdict, evaluate
+from .statements import CLAIMS, PAPER, TESTS, Part, Test
+from .stats import (HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, VERDICTS, Diff, McNemar, combine, compare,
+                    describe_diff, directional, mcnemar, neutral, p_better, power, seeds_needed, t_quantile)
+from .verdicts import Reason, Verdict, evaluate, evaluate_test
 
 # What `python -m distdyn.claims` runs; nothing imports it, so it joins the fingerprint by name.
 FINGERPRINT_FILES = ("__main__.py",)
 
-__all__ = ["CLAIMS", "CLAIM_FUNCTIONS", "HOLDS", "INCONCLUSIVE", "NOT_HOLD", "NOT_TESTABLE", "PAPER", "VERDICTS",
-           "Diff", "Reason", "Tolerances", "Verdict", "classify_setting", "combine", "compare", "describe_diff",
-           "describe_setting", "directional", "evaluate", "evaluate_claims", "json_safe", "main", "neutral",
-           "record", "records", "reference_setting", "render_markdown", "settings_preamble", "t_quantile"]
+__all__ = ["CLAIMS", "HOLDS", "INCONCLUSIVE", "NOT_HOLD", "NOT_TESTABLE", "PAPER", "TESTS", "VERDICTS", "Diff",
+           "McNemar", "Part", "Reason", "Test", "Tolerances", "Verdict", "classify_setting", "combine", "compare",
+           "describe_diff", "describe_setting", "directional", "evaluate", "evaluate_claims", "evaluate_test",
+           "json_safe", "main", "mcnemar", "neutral", "p_better", "power", "record", "records", "reference_setting",
+           "render_markdown", "seeds_needed", "settings_preamble", "t_quantile"]
 
 
 def evaluate_claims(layers, accuracy, curves, settings: dict, student_depth: int, teacher_depth: int,
-                    **tolerances) -> list[dict]:
+                    correct: dict | None = None, **tolerances) -> list[dict]:
     """One record per claim (C1, C5, C8, C9, C10, C11, C12), in that order: {claim_id, claim, evidence, paper,
     verdict, qualifier, reason, comparisons, settings_used}."""
-    return records(evaluate(layers, accuracy, curves, settings, student_depth, teacher_depth, **tolerances))
+    return records(evaluate(layers, accuracy, curves, settings, student_depth, teacher_depth, correct, **tolerances))
 
 
 def _record(cid: str, evidence: str, verdict: str, qualifier: str, reason: str, comparisons=None,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -113,3 +115,35 @@ def profile_stats(prof: pd.Series) -> dict:
     i = int(np.argmin(v))
     return {"min": float(v[i]), "argmin": int(prof.index[i]), "mean": float(v.mean()), "first": float(v[0]),
             "last": float(v[-1]), "u_depth": float(min(v[0], v[-1]) - v[i]), "layers": len(v)}
+
+
+# ---------------------------------------------------------------- the quantities a claim compares
+
+
+def _final_min_entropy(tables: dict, setting: str, fraction: float) -> pd.Series:
+    profiles = entropy_profiles(tables["layers"], setting)
+    return pd.Series({seed: float(p.min()) for seed, p in profiles.items()}, dtype=float)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One number per seed that a claim compares between two settings (claims.yaml's `quantity`)."""
+
+    label: str  # as the evidence writes it
+    unit: str
+    digits: int
+    source: str  # what a setting without it lacks, for the not-testable reason
+    read: Callable[[dict, str, float], pd.Series]  # (tables, setting, early_fraction) -> value per seed
+
+
+QUANTITIES = {
+    "final_acc1": Quantity("final top-1", "pts", 2, "a final top-1 in accuracy.csv",
+                           lambda t, s, f: per_seed(t["accuracy"], s, "final_acc1")),
+    "early_mean_acc1": Quantity("early mean top-1", "pts", 2, "epochs in curves.csv",
+                                lambda t, s, f: early_top1(t["curves"], s, f)[0]),
+    "final_train_loss_feat": Quantity("final weighted feature loss", "", 4,
+                                      "a final feature loss in accuracy.csv or curves.csv",
+                                      lambda t, s, f: final_feature_loss(t["accuracy"], t["curves"], s)),
+    "final_min_entropy": Quantity("final minimum entropy", "bits", 3, "final student entropy rows in layers.csv",
+                                  _final_min_entropy),
+}

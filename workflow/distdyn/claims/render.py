@@ -7,7 +7,7 @@ import numpy as np
 
 from .settings import Tolerances, classify_setting, pairs_text, reference_setting
 from .statements import CLAIMS, PAPER
-from .stats import HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, VERDICTS, verdict_text
+from .stats import HOLDS, INCONCLUSIVE, MAX_SEEDS, NOT_HOLD, NOT_TESTABLE, POWER, VERDICTS, verdict_text
 from .verdicts import Reason, Verdict
 
 
@@ -49,6 +49,16 @@ def records(verdicts: list[Verdict]) -> list[dict]:
     return [record(v) for v in verdicts]
 
 
+def seeds_cell(claim: dict) -> str:
+    """'spectral_last 30, projector_last 16' (several parts: 'spectral_last final_acc1 30, ...'); '-' where the
+    claim has no paper effect or no spread to compute it from."""
+    comps = [c for c in claim["comparisons"] if "seeds_needed" in c and c.get("sd") is not None]
+    several = len({c["quantity"] for c in comps}) > 1
+    cells = [f"{c['setting']}{' ' + c['quantity'] if several else ''} "
+             f"{c['seeds_needed'] if c['seeds_needed'] is not None else f'> {MAX_SEEDS}'}" for c in comps]
+    return ", ".join(cells) or "-"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -61,10 +71,10 @@ def render_markdown(claims: list[dict], title: str, preamble: str | None = None)
         out += [preamble.rstrip(), ""]
     out += [f"Verdicts: {counts[HOLDS]} holds, {counts[NOT_HOLD]} does not hold, {counts[INCONCLUSIVE]} "
             f"inconclusive; {counts[NOT_TESTABLE]} not testable with this run's settings.", "",
-            "| Claim | Statement | Verdict |", "|---|---|---|"]
+            "| Claim | Statement | Verdict | Seeds to decide at the paper's effect |", "|---|---|---|---|"]
     for c in claims:
         out.append(f"| [{c['claim_id']}](#{c['claim_id'].lower()}) | {_cell(c['claim'])} | "
-                   f"**{_cell(verdict_text(c['verdict'], c.get('qualifier', '')))}** |")
+                   f"**{_cell(verdict_text(c['verdict'], c.get('qualifier', '')))}** | {seeds_cell(c)} |")
     for c in claims:
         out += ["", f"## {c['claim_id']}", "", f"**Claim.** {c['claim']}", "", "**Evidence (this run).**", ""]
         out.append(c["evidence"] if c["evidence"] else "- none: the claim cannot be tested with this run")
@@ -84,8 +94,11 @@ def settings_preamble(settings: dict, student_depth: int, teacher_depth: int, to
         label = f"{_cell(n)}{' (reference)' if n == ref else ''}"
         rows.append(f"| {label} | {s.get('method', 'none')} | {pairs_text(s) or '-'} | {kind} |")
     floor = "none (one seed is inconclusive)" if tol.noise_floor is None else f"{tol.noise_floor:g} pts"
-    return (f"Student depth {student_depth}, teacher depth {teacher_depth}. Intervals: Welch t, "
-            f"{100 * tol.level:g}% two-sided, over seeds; neutrality tolerance +-{tol.neutral_tolerance:g} pts; "
+    return (f"Student depth {student_depth}, teacher depth {teacher_depth}. Intervals: {100 * tol.level:g}% "
+            "two-sided over seeds, paired t when both settings have the same seeds (a seed gives every setting the "
+            "same initial weights and batches), Welch t otherwise; P(A>B), the chance that a setting beats the other "
+            "at a new seed, with a percentile bootstrap interval; seeds to decide: at the paper's difference and this "
+            f"run's sd, {100 * POWER:g}% power; neutrality tolerance +-{tol.neutral_tolerance:g} pts; "
             f"one-seed noise floor: {floor}. Rules: `python -c 'import distdyn.claims as c; help(c)'`.\n\n"
             + "\n".join(rows))
 

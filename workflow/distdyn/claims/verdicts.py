@@ -1,4 +1,5 @@
-"""One verdict per claim, as data (`Verdict`); distdyn.claims.render words it."""
+"""One verdict per claim, as data (`Verdict`): each claim's test is a row of claims.yaml (statements.Test),
+evaluated by `evaluate_test` (C1's shape rule by `claim_c1`); distdyn.claims.render words it."""
 from __future__ import annotations
 
 import math
@@ -10,8 +11,10 @@ import pandas as pd
 
 from . import evidence as ev
 from .settings import FEATURE_METHODS, Tolerances, classify_setting, describe_setting, reference_setting
-from .stats import (HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, combine, compare, describe_diff, diff_dict,
-                    directional, fmt, neutral, plural, verdict_text)
+from .statements import TESTS, Part, Test
+from .stats import (HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, POWER, Diff, McNemar, all_of, combine, compare,
+                    describe_diff, diff_dict, directional, fmt, mcnemar, neutral, plural, seeds_needed,
+                    verdict_text)
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Reason:
 
     rule: str = ""
     text: str = ""
-    floor: str = "a noise floor"  # what a one-seed reason asks the user to state (the option deciding one seed)
+    floor: str = "noise_floor"  # the option that decides one seed, which a one-seed reason asks the user to state
     missing: list[str] = field(default_factory=list)  # not testable: the settings it needs
     notes: list[tuple[str, str]] = field(default_factory=list)  # ("aside" | "clause", text), in order
 
@@ -51,58 +54,37 @@ def not_testable(cid: str, why: str, missing: list[str] | None = None) -> Verdic
 
 
 class _Ctx:
-    def __init__(self, layers, accuracy, curves, settings, student_depth, teacher_depth, tol: Tolerances):
+    def __init__(self, layers, accuracy, curves, settings, student_depth, teacher_depth, tol: Tolerances,
+                 correct: dict | None = None):
         self.layers, self.accuracy, self.curves = layers, accuracy, curves
+        self.tables = {"layers": layers, "accuracy": accuracy, "curves": curves}
         self.settings = {str(k): dict(v) for k, v in settings.items()}
         self.student_depth, self.teacher_depth, self.tol = int(student_depth), int(teacher_depth), tol
         self.kind = {n: classify_setting(s, self.student_depth) for n, s in self.settings.items()}
         self.ref = reference_setting(self.settings, tol.reference)
-        self.final = {n: ev.per_seed(accuracy, n, "final_acc1") for n in self.settings}
+        self.correct = correct or {}  # (setting, seed) -> per-image correctness of the final model
+        self._values = {}
+
+    def values(self, quantity: str, setting: str) -> pd.Series:
+        """The quantity per seed for a setting (evidence.QUANTITIES), read once."""
+        key = (quantity, setting)
+        if key not in self._values:
+            self._values[key] = ev.QUANTITIES[quantity].read(self.tables, setting, self.tol.early_fraction)
+        return self._values[key]
 
     def named(self, kind: str, methods=FEATURE_METHODS) -> list[str]:
         return [n for n, k in self.kind.items() if k == kind and self.settings[n]["method"] in methods]
 
-    def no_reference(self, cid: str) -> Verdict | None:
-        if self.ref is None:
-            return not_testable(cid, "the logit-KD reference is not configured", [self.wanted_reference()])
-        if len(self.final[self.ref]) == 0:
-            return not_testable(cid, "the logit-KD reference has no final top-1 in accuracy.csv", [self.ref])
-        return None
-
     def wanted_reference(self) -> str:
         return self.tol.reference or "a logit-only setting (method: logit)"
 
-    def accuracy_claim(self, cid: str, targets: list[str], wanted: str, sign: int | None) -> Verdict:
-        """Final top-1 of each target minus the reference: directional (sign) or neutral (sign None)."""
-        if (r := self.no_reference(cid)) is not None:
-            return r
-        if not targets:
-            return not_testable(cid, f"no {wanted} setting is configured", [wanted])
-        absent = [n for n in targets if len(self.final[n]) == 0]
-        present = [n for n in targets if len(self.final[n])]
-        if not present:
-            return not_testable(cid, f"no {wanted} setting has a final top-1 in accuracy.csv", absent)
-        tol, verdicts, comps = self.tol, [], []
-        ref = self.final[self.ref]
-        lines = [f"- reference {describe_setting(self.ref, self.settings[self.ref])}: final top-1 "
-                 f"{fmt(ref.mean())} (mean of {len(ref)} {plural(len(ref))}: {', '.join(fmt(x) for x in ref)})"]
-        for n in present:
-            d = compare(self.final[n], ref, tol.level, tol.noise_floor)
-            v = directional(d, sign) if sign is not None else neutral(d, tol.neutral_tolerance)
-            verdicts.append(v)
-            comps.append({"setting": n, "reference": self.ref, "quantity": "final_acc1", **diff_dict(d),
-                          "verdict": v[0], "qualifier": v[1]})
-            lines.append(f"- {describe_setting(n, self.settings[n])}: final top-1 {fmt(d.mean_a)} vs "
-                         f"{fmt(d.mean_b)}, difference {describe_diff(d, 'pts', 2, tol.level)} -> "
-                         f"{verdict_text(*v)}")
-        verdict, qual = combine(verdicts)
-        if sign is None:
-            rule = (f"neutral means the {100 * tol.level:g}% interval of the difference lies within "
-                    f"+-{tol.neutral_tolerance:g} pts")
-        else:
-            rule = f"the claim needs the interval of the difference to lie {'above' if sign > 0 else 'below'} 0"
-        notes = [("aside", f"configured but without results, left out: {', '.join(absent)}")] if absent else []
-        return Verdict(cid, verdict, qual, Reason(rule, notes=notes), lines, comps, [self.ref, *present])
+    def label(self, quantity: str, setting: str) -> str:
+        """The quantity's label; the early window's epochs with it."""
+        q = ev.QUANTITIES[quantity]
+        if quantity == "early_mean_acc1":
+            _, n, total = ev.early_top1(self.curves, setting, self.tol.early_fraction)
+            return f"{q.label} (epochs 1-{n} of {total})"
+        return q.label
 
 
 # ---------------------------------------------------------------- C1
@@ -209,133 +191,203 @@ def claim_c1(ctx: _Ctx) -> Verdict:
                    ["teacher"])
 
 
-# ---------------------------------------------------------------- C5, C8, C9, C10: accuracy
+# ---------------------------------------------------------------- every other claim: one test, as data
 
 
-def claim_c5(ctx: _Ctx) -> Verdict:
-    return ctx.accuracy_claim("C5", ctx.named("late"), "late-aligned", -1)
+@dataclass
+class Comparison:
+    """One part of a claim on one setting: setting minus `against` in one quantity, with its verdict."""
+
+    setting: str
+    against: str
+    part: Part
+    diff: Diff
+    verdict: tuple[str, str]
+    paper_effect: float | None = None  # the paper's difference for this setting's method
+    seeds_needed: int | None = None  # seeds (per setting) to decide the part at the paper's effect, 80 % power
+    mcnemar: McNemar | None = None  # one seed each: the two final models on the same validation images
+    ratio: float | None = None  # floor rule ratio: mean of the setting over mean of `against`
+    by_ratio: float | None = None  # the ratio floor that decided this one-seed part
+
+    def record(self) -> dict:
+        out = {"setting": self.setting, "reference": self.against, "quantity": self.part.quantity,
+               **diff_dict(self.diff), "verdict": self.verdict[0], "qualifier": self.verdict[1]}
+        if self.part.paper_effect:
+            out.update(paper_effect=self.paper_effect, seeds_needed=self.seeds_needed, power=POWER)
+        if self.mcnemar is not None:
+            out["mcnemar"] = vars(self.mcnemar)
+        if self.ratio is not None:
+            out["ratio"] = self.ratio
+        return out
 
 
-def claim_c8(ctx: _Ctx) -> Verdict:
-    return ctx.accuracy_claim("C8", ctx.named("early"), "early-aligned", None)
+def _part_verdict(test: Test, part: Part, d: Diff, tol: Tolerances, ratio: float | None) -> tuple[str, str]:
+    if not d.has_interval and test.floor_rule == "ratio" and getattr(tol, test.floor) is not None:
+        r = getattr(tol, test.floor)
+        return (HOLDS, "") if ratio >= r else (NOT_HOLD, "") if ratio <= 1 / r else (INCONCLUSIVE, "ratio within floor")
+    return neutral(d, tol.neutral_tolerance) if part.sign is None else directional(d, part.sign)
 
 
-def claim_c9(ctx: _Ctx) -> Verdict:
-    projectors = ctx.named("late", ("projector",))
-    rec = ctx.accuracy_claim("C9", projectors, "projector late-aligned", -1)
-    if rec.verdict == NOT_TESTABLE:
-        return rec
-    # Context, not part of the verdict: the projector against the parameter-free late alignments.
-    for p in projectors:
-        for s in ctx.named("late", ("spectral", "mse")):
-            if len(ctx.final[p]) and len(ctx.final[s]):
-                d = compare(ctx.final[p], ctx.final[s], ctx.tol.level, ctx.tol.noise_floor)
-                rec.evidence.append(f"- context (not in the verdict): {p} minus {s}: "
-                                    f"{describe_diff(d, 'pts', 2, ctx.tol.level)}")
-    return rec
+def _compare(ctx: _Ctx, test: Test, part: Part, setting: str, against: str) -> Comparison:
+    a, b = ctx.values(part.quantity, setting), ctx.values(part.quantity, against)
+    floor = getattr(ctx.tol, test.floor) if test.floor and test.floor_rule == "halfwidth" else None
+    d = compare(a, b, ctx.tol.level, floor)
+    ratio = (d.mean_a / d.mean_b if d.mean_b > 0 else math.inf) if test.floor_rule == "ratio" else None
+    c = Comparison(setting, against, part, d, _part_verdict(test, part, d, ctx.tol, ratio), ratio=ratio)
+    if ratio is not None and not d.has_interval:
+        c.by_ratio = getattr(ctx.tol, test.floor)
+    c.paper_effect = part.paper_effect.get(ctx.settings[setting]["method"])
+    if c.paper_effect is not None:
+        tolerance = ctx.tol.neutral_tolerance if part.sign is None else None
+        c.seeds_needed = seeds_needed(c.paper_effect, d.sd, ctx.tol.level, d.paired, tolerance)
+    if d.n_a == 1 and d.n_b == 1 and part.quantity == "final_acc1":
+        ca, cb = ctx.correct.get((setting, a.index[0])), ctx.correct.get((against, b.index[0]))
+        if ca is not None and cb is not None and len(ca) == len(cb):
+            c.mcnemar = mcnemar(ca, cb)
+    return c
 
 
-def claim_c10(ctx: _Ctx) -> Verdict:
-    cid, tol = "C10", ctx.tol
-    if (r := ctx.no_reference(cid)) is not None:
-        return r
-    targets = ctx.named("late")
+def _seeds_text(c: Comparison, unit: str) -> str:
+    """'; to decide at the paper's -0.16 pts: about 12 seeds at this run's sd of the paired difference (0.55)'."""
+    d = c.diff
+    if c.paper_effect is None or math.isnan(d.sd):
+        return ""
+    sd = f"this run's sd of the {'paired difference' if d.paired else 'seeds (unpaired)'} ({fmt(d.sd)})"
+    head = f"; to decide at the paper's {fmt(c.paper_effect, 2, True)}{' ' + unit if unit else ''}"
+    if c.seeds_needed is not None:
+        return f"{head}: about {c.seeds_needed} seeds at {sd}, {100 * POWER:g}% power"
+    if c.part.sign is not None or abs(c.paper_effect) < 1:
+        return f"{head}: more seeds than any study runs at {sd}"
+    return f"{head}: none, the paper's difference lies outside the tolerance"
+
+
+def comparison_line(ctx: _Ctx, c: Comparison, with_setting: bool = True) -> str:
+    """The evidence line of one comparison: the means, the difference with its test, interval and P(A>B),
+    the verdict, the seeds needed at the paper's effect, and McNemar's test of two one-seed models."""
+    q, d, tol = ev.QUANTITIES[c.part.quantity], c.diff, ctx.tol
+    means = (f"{d.mean_a:.4g} vs {d.mean_b:.4g}" if q.digits > 3 else f"{fmt(d.mean_a, q.digits)} vs "
+             f"{fmt(d.mean_b, q.digits)}")
+    ratio = f" (ratio {fmt(c.ratio)}x)" if c.ratio is not None else ""
+    by_ratio = f" (by the ratio floor {c.by_ratio:g}x)" if c.by_ratio is not None else ""
+    who = describe_setting(c.setting, ctx.settings[c.setting])
+    if c.against != ctx.ref:
+        who += f" vs {describe_setting(c.against, ctx.settings[c.against])}"
+    text = (f"{ctx.label(c.part.quantity, c.setting)} {means}{ratio}, difference "
+            f"{describe_diff(d, q.unit, q.digits, tol.level)} -> {verdict_text(*c.verdict)}{by_ratio}"
+            f"{_seeds_text(c, q.unit)}")
+    if c.mcnemar is not None:
+        m = c.mcnemar
+        text += (f"; McNemar's exact test of the two final models on the same {m.images} validation images: "
+                 f"{m.a_only} right only for {c.setting}, {m.b_only} only for {c.against}, p = {m.p:.3g} (whether "
+                 "these two trained models differ on this test set, not whether the settings do)")
+    return f"- {who}: {text}" if with_setting else text
+
+
+def _rule(test: Test, tol: Tolerances) -> str:
+    if len(test.parts) == 1 and test.parts[0].sign is None:
+        return (f"neutral means the {100 * tol.level:g}% interval of the difference lies within "
+                f"+-{tol.neutral_tolerance:g} pts")
+    if len(test.parts) == 1:
+        label = ev.QUANTITIES[test.parts[0].quantity].label
+        return f"the claim needs the interval of the {label} difference to lie {test.parts[0].direction} 0"
+    needs = " and ".join(f"the {ev.QUANTITIES[p.quantity].label} difference {p.direction} 0" for p in test.parts)
+    return f"the claim needs {needs} (either on the other side refutes it)"
+
+
+def _pairs(ctx: _Ctx, test: Test, targets: list[str]) -> list[tuple[str, str]]:
+    """(setting, against) for each setting tested: the reference, or each early setting of its method."""
+    if test.against == "reference":
+        return [(n, ctx.ref) for n in targets]
+    return [(n, e) for n in targets for e in ctx.named(test.against)
+            if ctx.settings[n]["method"] == ctx.settings[e]["method"]]
+
+
+def evaluate_test(ctx: _Ctx, cid: str, test: Test) -> Verdict:
+    """A claim's verdict from its test (claims.yaml): each part on each setting selected, against the
+    reference or its early-aligned counterpart, by the interval rules; one verdict per setting (all parts
+    must hold), then the settings' common verdict."""
+    methods = test.methods or FEATURE_METHODS
+    wanted = f"{'/'.join(test.methods) + ' ' if test.methods else ''}{test.select}-aligned"
+    quantities = [p.quantity for p in test.parts]
+    has = {q: ev.QUANTITIES[q].source for q in quantities}
+    if test.against == "reference":
+        if ctx.ref is None:
+            return not_testable(cid, "the logit-KD reference is not configured", [ctx.wanted_reference()])
+        lacking = [q for q in quantities if len(ctx.values(q, ctx.ref)) == 0]
+        if lacking:
+            return not_testable(cid, f"the logit-KD reference has no {has[lacking[0]]}", [ctx.ref])
+    targets = ctx.named(test.select, methods)
     if not targets:
-        return not_testable(cid, "no late-aligned setting is configured", ["late-aligned"])
-    ref_early, n_ref, e_ref = ev.early_top1(ctx.curves, ctx.ref, tol.early_fraction)
-    if len(ref_early) == 0:
-        return not_testable(cid, "the logit-KD reference has no epochs in curves.csv", [ctx.ref])
-    present = [n for n in targets if len(ctx.final[n]) and len(ev.early_top1(ctx.curves, n, tol.early_fraction)[0])]
+        return not_testable(cid, f"no {wanted} setting is configured", [wanted])
+    if test.against != "reference":
+        others = ctx.named(test.against)
+        if not others or not _pairs(ctx, test, targets):
+            missing = [f"{test.against}-aligned"] if not others else [
+                f"{test.select}/{test.against} pairs of one method ({test.select}: {', '.join(targets)}; "
+                f"{test.against}: {', '.join(others)})"]
+            return not_testable(cid, f"needs {test.select}- and {test.against}-aligned settings of the same method",
+                                missing)
+    pairs = [(n, o) for n, o in _pairs(ctx, test, targets)
+             if all(len(ctx.values(q, n)) and len(ctx.values(q, o)) for q in quantities)]
+    present = list(dict.fromkeys(n for n, _ in pairs))
     absent = [n for n in targets if n not in present]
-    if not present:
-        return not_testable(cid, "no late-aligned setting has both curves and a final top-1", absent)
-    lines = [f"- early window: epochs 1-{n_ref} of {e_ref} ({100 * tol.early_fraction:g}% of the epochs); "
-             f"reference {ctx.ref}: early mean top-1 {fmt(ref_early.mean())}, final {fmt(ctx.final[ctx.ref].mean())}"]
-    verdicts, comps = [], []
-    for n in present:
-        early, n_win, total = ev.early_top1(ctx.curves, n, tol.early_fraction)
-        de = compare(early, ref_early, tol.level, tol.noise_floor)
-        df_ = compare(ctx.final[n], ctx.final[ctx.ref], tol.level, tol.noise_floor)
-        ve, vf = directional(de, +1), directional(df_, -1)
-        if ve[0] == HOLDS and vf[0] == HOLDS:
-            v = (HOLDS, "")
-        elif NOT_HOLD in (ve[0], vf[0]):
-            v = (NOT_HOLD, "")
-        else:
-            v = (INCONCLUSIVE, "; ".join(sorted({q for _, q in (ve, vf) if q})))
-        verdicts.append(v)
-        comps.append({"setting": n, "reference": ctx.ref, "quantity": "early_mean_acc1", **diff_dict(de),
-                      "verdict": ve[0], "qualifier": ve[1]})
-        comps.append({"setting": n, "reference": ctx.ref, "quantity": "final_acc1", **diff_dict(df_),
-                      "verdict": vf[0], "qualifier": vf[1]})
-        lines.append(f"- {describe_setting(n, ctx.settings[n])}: early mean top-1 (epochs 1-{n_win} of {total}) "
-                     f"{fmt(de.mean_a)} vs {fmt(de.mean_b)}, difference {describe_diff(de, 'pts', 2, tol.level)} "
-                     f"-> speed-up {verdict_text(*ve)}; final top-1 {fmt(df_.mean_a)} vs {fmt(df_.mean_b)}, "
-                     f"difference {describe_diff(df_, 'pts', 2, tol.level)} -> lower final "
-                     f"{verdict_text(*vf)}")
-    verdict, qual = combine(verdicts)
-    reason = Reason("the claim needs the early difference above 0 and the final difference below 0 (either on the "
-                    "other side refutes it)")
-    if absent:
-        reason.notes.append(("aside", f"left out, no curves or final top-1: {', '.join(absent)}"))
-    return Verdict(cid, verdict, qual, reason, lines, comps, [ctx.ref, *present])
-
-
-# ---------------------------------------------------------------- C11: feature loss
-
-
-def claim_c11(ctx: _Ctx) -> Verdict:
-    cid, tol = "C11", ctx.tol
-    late, early = ctx.named("late"), ctx.named("early")
-    missing = [w for w, lst in (("late-aligned", late), ("early-aligned", early)) if not lst]
-    if missing:
-        return not_testable(cid, "needs late- and early-aligned settings of the same method", missing)
-    loss = {n: ev.final_feature_loss(ctx.accuracy, ctx.curves, n) for n in late + early}
-    pairs = [(l_, e) for l_ in late for e in early
-             if ctx.settings[l_]["method"] == ctx.settings[e]["method"] and len(loss[l_]) and len(loss[e])]
     if not pairs:
-        methods = {ctx.settings[n]["method"] for n in late} & {ctx.settings[n]["method"] for n in early}
-        why = ("no method has both a late- and an early-aligned setting with a final feature loss"
-               if methods else "no method has both a late- and an early-aligned setting")
-        return not_testable(cid, why, [f"late/early pairs of one method (late: {', '.join(late)}; "
-                                       f"early: {', '.join(early)})"])
-    r = tol.loss_ratio_floor
-    lines, verdicts, comps = [], [], []
-    for l_, e in pairs:
-        d = compare(loss[l_], loss[e], tol.level)
-        ratio = d.mean_a / d.mean_b if d.mean_b > 0 else math.inf
-        if d.has_interval:
-            v = directional(d, +1)
-        elif r is not None:
-            v = ((HOLDS, "") if ratio >= r else (NOT_HOLD, "") if ratio <= 1 / r
-                 else (INCONCLUSIVE, "ratio within floor"))
+        needs = " and ".join(dict.fromkeys(has.values()))
+        return not_testable(cid, f"no {wanted} setting has {needs}" + (
+            f" (nor its {test.against}-aligned counterpart)" if test.against != "reference" else ""), absent)
+    lines, comps, verdicts = [], [], []
+    if test.against == "reference":
+        for q in dict.fromkeys(quantities):
+            v = ctx.values(q, ctx.ref)
+            digits = ev.QUANTITIES[q].digits
+            lines.append(f"- reference {describe_setting(ctx.ref, ctx.settings[ctx.ref])}: {ctx.label(q, ctx.ref)} "
+                         f"{fmt(v.mean(), digits)} (mean of {len(v)} {plural(len(v))}: "
+                         f"{', '.join(fmt(x, digits) for x in v)})")
+    for n, o in pairs:
+        cs = [_compare(ctx, test, p, n, o) for p in test.parts]
+        verdicts.append(all_of([c.verdict for c in cs]))
+        comps += [c.record() for c in cs]
+        if len(cs) == 1:
+            lines.append(comparison_line(ctx, cs[0]))
         else:
-            v = (INCONCLUSIVE, "one seed")
-        verdicts.append(v)
-        comps.append({"setting": l_, "reference": e, "quantity": "final_train_loss_feat", **diff_dict(d),
-                      "ratio": ratio, "verdict": v[0], "qualifier": v[1]})
-        lines.append(f"- {describe_setting(l_, ctx.settings[l_])} vs {describe_setting(e, ctx.settings[e])}: final "
-                     f"weighted feature loss {d.mean_a:.4g} vs {d.mean_b:.4g} (ratio {fmt(ratio)}x), difference "
-                     f"{describe_diff(d, '', 4, tol.level)} -> {verdict_text(*v)}"
-                     + (f" (by the ratio floor {r:g}x)" if d.method != "welch" and r is not None else ""))
+            who = describe_setting(n, ctx.settings[n])
+            lines.append(f"- {who}: " + "; ".join(comparison_line(ctx, c, with_setting=False) for c in cs))
+    for name in test.context:
+        lines += CONTEXT[name](ctx, present)
     verdict, qual = combine(verdicts)
-    rule = "the claim needs the late-minus-early loss interval above 0"
-    by_ratio = [c for c in comps if c["method"] != "welch" and r is not None]
-    if by_ratio and len(by_ratio) == len(comps) and qual != "mixed":
-        reason = Reason(text=f"one seed: decided on the late/early loss ratio against the stated floor: >= {r:g}x "
-                             f"holds, <= 1/{r:g} does not hold, in between inconclusive")
-    elif qual == "one seed":
-        reason = Reason(text=f"one seed: {rule}, and a single run per setting gives no run-to-run spread (state "
-                             "loss_ratio_floor to decide on the late/early ratio)")
-    else:
-        reason = Reason(rule)
-        if by_ratio:
-            reason.notes.append(("clause", f"one-seed pairs were decided on the late/early ratio against x{r:g}"))
-    reason.notes.append(("aside", "losses as logged, i.e. weighted"))
-    return Verdict(cid, verdict, qual, reason, lines, comps, sorted({n for p in pairs for n in p}))
+    reason = Reason(_rule(test, ctx.tol), floor=test.floor or "a noise floor")
+    ratio_floor = getattr(ctx.tol, test.floor) if test.floor_rule == "ratio" and test.floor else None
+    by_ratio = [c for c in comps if "ratio" in c and c["method"] not in ("paired t", "welch")]
+    if test.floor_rule == "ratio" and ratio_floor is not None and by_ratio and len(by_ratio) == len(comps) \
+            and qual != "mixed":
+        reason = Reason(text=f"one seed: decided on the late/early ratio against the stated floor: "
+                             f">= {ratio_floor:g}x holds, <= 1/{ratio_floor:g} does not hold, in between inconclusive")
+    elif test.floor_rule == "ratio" and qual == "one seed":
+        reason = Reason(text=f"one seed: {reason.rule}, and a single run per setting gives no run-to-run spread "
+                             f"(state {test.floor} to decide on the late/early ratio)")
+    elif test.floor_rule == "ratio" and by_ratio and ratio_floor is not None:
+        reason.notes.append(("clause", f"one-seed pairs were decided on the late/early ratio against x{ratio_floor:g}"))
+    if absent:
+        reason.notes.insert(0, ("aside", f"configured but without results, left out: {', '.join(absent)}"))
+    reason.notes += [("clause", note) for note in test.notes]
+    used = [ctx.ref, *present] if test.against == "reference" else sorted({x for p in pairs for x in p})
+    return Verdict(cid, verdict, qual, reason, lines, comps, used)
 
 
-# ---------------------------------------------------------------- C12: the student's entropy profile
+# ---------------------------------------------------------------- context: evidence beside a verdict
+
+
+def _projector_vs_parameter_free(ctx: _Ctx, present: list[str]) -> list[str]:
+    """C9: the projector against the parameter-free late alignments."""
+    lines = []
+    for p in present:
+        for s in ctx.named("late", ("spectral", "mse")):
+            a, b = ctx.values("final_acc1", p), ctx.values("final_acc1", s)
+            if len(a) and len(b):
+                d = compare(a, b, ctx.tol.level, ctx.tol.noise_floor)
+                lines.append(f"- context (not in the verdict): {p} minus {s}: "
+                             f"{describe_diff(d, 'pts', 2, ctx.tol.level)}")
+    return lines
 
 
 def _profile_summary(name: str, profiles: dict) -> tuple[str, pd.DataFrame]:
@@ -346,41 +398,20 @@ def _profile_summary(name: str, profiles: dict) -> tuple[str, pd.DataFrame]:
             f"last {fmt(s['last'].mean(), 3)} ({len(s)} {plural(len(s))})"), s
 
 
-def claim_c12(ctx: _Ctx) -> Verdict:
-    cid, tol = "C12", ctx.tol
-    if ctx.ref is None:
-        return not_testable(cid, "the logit-KD reference is not configured", [ctx.wanted_reference()])
-    ref_prof = ev.entropy_profiles(ctx.layers, ctx.ref)
-    if not ref_prof:
-        return not_testable(cid, "the logit-KD reference has no final student entropy rows in layers.csv", [ctx.ref])
-    late = ctx.named("late")
-    if not late:
-        return not_testable(cid, "no late-aligned setting is configured", ["late-aligned"])
-    aligned = [n for n in ctx.settings if ctx.kind[n] in ("early", "late", "early_late")]
-    prof = {n: ev.entropy_profiles(ctx.layers, n) for n in aligned}
-    present = [n for n in late if prof.get(n)]
-    if not present:
-        return not_testable(cid, "no late-aligned setting has final student entropy rows in layers.csv", late)
-    ref_text, ref_s = _profile_summary(f"reference {ctx.ref}", ref_prof)
+def _entropy_profiles(ctx: _Ctx, present: list[str]) -> list[str]:
+    """C12: the profiles' shape (min, argmin, mean, U depth), the same for early and early+late settings, and
+    the earliest checkpoint's entropy at each aligned layer (is it pinned low early? paper.md 4.4)."""
+    ref_text, ref_s = _profile_summary(f"reference {ctx.ref}", ev.entropy_profiles(ctx.layers, ctx.ref))
     lines = [f"- final entropy profiles, mean over seeds: {ref_text}"]
-    verdicts, comps = [], []
-    for n in present:
-        text, s = _profile_summary(describe_setting(n, ctx.settings[n]), prof[n])
-        d = compare(s["min"], ref_s["min"], tol.level, tol.entropy_noise_floor)
-        dm = compare(s["mean"], ref_s["mean"], tol.level, tol.entropy_noise_floor)
-        v = directional(d, -1)
-        verdicts.append(v)
-        comps.append({"setting": n, "reference": ctx.ref, "quantity": "final_min_entropy", **diff_dict(d),
-                      "verdict": v[0], "qualifier": v[1]})
-        lines.append(f"- {text}; minimum minus reference {describe_diff(d, 'bits', 3, tol.level)} -> "
-                     f"{verdict_text(*v)}; mean entropy minus reference {fmt(dm.diff, 3, True)} bits")
+    aligned = [n for n in ctx.settings if ctx.kind[n] in ("early", "late", "early_late")]
     for n in aligned:
-        if ctx.kind[n] != "late" and prof.get(n):
-            text, s = _profile_summary(describe_setting(n, ctx.settings[n]), prof[n])
-            lines.append(f"- signature, not in the verdict: {text}; minimum minus reference "
-                         f"{fmt(s['min'].mean() - ref_s['min'].mean(), 3, True)}, mean minus reference "
-                         f"{fmt(s['mean'].mean() - ref_s['mean'].mean(), 3, True)} bits")
-    # The early checkpoint: is the aligned student layer pinned low (paper.md 4.4)?
+        prof = ev.entropy_profiles(ctx.layers, n)
+        if not prof or (ctx.kind[n] == "late" and n not in present):
+            continue
+        text, s = _profile_summary(describe_setting(n, ctx.settings[n]), prof)
+        lines.append(f"- {'' if n in present else 'signature, not in the verdict: '}{text}; minimum minus reference "
+                     f"{fmt(s['min'].mean() - ref_s['min'].mean(), 3, True)}, mean minus reference "
+                     f"{fmt(s['mean'].mean() - ref_s['mean'].mean(), 3, True)} bits")
     ref_early = ev.entropy_profiles(ctx.layers, ctx.ref, "earliest")
     for n in aligned:
         early = ev.entropy_profiles(ctx.layers, n, "earliest")
@@ -395,22 +426,17 @@ def claim_c12(ctx: _Ctx) -> Verdict:
             lines.append(f"- earliest checkpoint (epoch {ev.earliest_epoch(ctx.layers, n)}), aligned layer L{lay}: "
                          f"{n} {fmt(np.nanmean(a), 3)} vs {ctx.ref} {fmt(np.nanmean(b), 3)} bits "
                          f"({fmt(np.nanmean(a) - np.nanmean(b), 3, True)})")
-    verdict, qual = combine(verdicts)
-    reason = Reason("the claim (a deeper U) needs the interval of the minimum-entropy difference below 0",
-                    floor="entropy_noise_floor",
-                    notes=[("clause", "caveat: each model's entropy is binned on its own global value range "
-                            "(paper.md 2.3), so a level difference can come from outliers in any layer; argmin "
-                            "layer and U depth describe the shape")])
-    return Verdict(cid, verdict, qual, reason, lines, comps, [ctx.ref, *present])
+    return lines
 
 
-CLAIM_FUNCTIONS = {"C1": claim_c1, "C5": claim_c5, "C8": claim_c8, "C9": claim_c9, "C10": claim_c10,
-                   "C11": claim_c11, "C12": claim_c12}
+CONTEXT = {"projector_vs_parameter_free": _projector_vs_parameter_free, "entropy_profiles": _entropy_profiles}
 
 
 def evaluate(layers: pd.DataFrame, accuracy: pd.DataFrame, curves: pd.DataFrame, settings: dict,
-             student_depth: int, teacher_depth: int, **tolerances) -> list[Verdict]:
-    """One verdict per claim (C1, C5, C8, C9, C10, C11, C12), in that order; see the package docstring."""
+             student_depth: int, teacher_depth: int, correct: dict | None = None, **tolerances) -> list[Verdict]:
+    """One verdict per claim of claims.yaml, in its order; see the package docstring. `correct`:
+    {(setting, seed): per-image correctness of the final model on the validation split} for McNemar's test
+    of one-seed comparisons."""
     names = {f.name for f in fields(Tolerances)}
     unknown = sorted(set(tolerances) - names)
     if unknown:
@@ -419,5 +445,6 @@ def evaluate(layers: pd.DataFrame, accuracy: pd.DataFrame, curves: pd.DataFrame,
     layers = ev.with_columns(layers, ev.LAYER_NEEDS)
     accuracy = ev.with_columns(accuracy, ev.ACCURACY_NEEDS)
     curves = ev.with_columns(curves, ev.CURVE_NEEDS)
-    ctx = _Ctx(layers, accuracy, curves, settings, student_depth, teacher_depth, tol)
-    return [fn(ctx) for fn in CLAIM_FUNCTIONS.values()]
+    ctx = _Ctx(layers, accuracy, curves, settings, student_depth, teacher_depth, tol, correct)
+    return [claim_c1(ctx) if test.kind == "teacher_u_shape" else evaluate_test(ctx, cid, test)
+            for cid, test in TESTS.items()]
