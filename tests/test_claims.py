@@ -124,6 +124,116 @@ def test_t_quantile_agrees_with_scipy_at_fractional_df():
     assert (C.compare([1.0], [2.0], floor=0.5).low, C.compare([1.0], [2.0], floor=0.5).high) == (-1.5, -0.5)
 
 
+def test_paired_interval_is_scipys_ttest_rel_when_the_seeds_match():
+    """Seeds in any order: paired by seed, the interval is ttest_rel's on the seed-aligned values."""
+    stats = pytest.importorskip("scipy.stats")
+    a = pd.Series([76.1, 75.2, 77.0, 76.4], index=[2, 0, 3, 1])
+    b = pd.Series([75.5, 75.6, 76.0, 76.3], index=[0, 1, 2, 3])
+    d = C.compare(a, b, 0.9)
+    x, y = a.sort_index().to_numpy(), b.to_numpy()
+    ref = stats.ttest_rel(x, y)
+    ci = ref.confidence_interval(confidence_level=0.9)
+    assert d.method == "paired t" and d.paired and d.df == 3
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert d.diff == pytest.approx((x - y).mean()) and d.sd == pytest.approx(np.std(x - y, ddof=1))
+    assert "paired t (same seeds) 90% CI" in C.describe_diff(d, "pts", 2, 0.9)
+
+
+def test_unmatched_seeds_use_welch():
+    stats = pytest.importorskip("scipy.stats")
+    a = pd.Series([76.1, 75.2, 77.0], index=[0, 1, 2])
+    b = pd.Series([75.5, 75.6, 76.0], index=[0, 1, 5])
+    d = C.compare(a, b)
+    ci = stats.ttest_ind(a.to_numpy(), b.to_numpy(), equal_var=False).confidence_interval()
+    assert d.method == "welch" and (d.low, d.high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert "Welch t (seeds not matched) 95% CI" in C.describe_diff(d, "pts", 2, 0.95)
+    assert C.compare([1.0, 2.0], [1.5, 2.5]).method == "welch"  # no seeds to pair on
+
+
+def test_p_better_and_its_bootstrap_interval_are_scipys():
+    stats = pytest.importorskip("scipy.stats")
+    a = np.array([76.1, 75.2, 77.0, 76.4, 75.9])
+    b = np.array([75.5, 75.6, 76.0, 76.4, 75.0])
+    p, lo, hi = C.p_better(a, b, 0.95, paired=True)
+    assert p == pytest.approx((3 + 0.5) / 5)  # three seeds won, one lost, one tie
+    ref = stats.bootstrap((a - b,), lambda d, axis: np.mean((d > 0) + 0.5 * (d == 0), axis=axis),
+                          method="percentile", n_resamples=9999, rng=np.random.default_rng(0)).confidence_interval
+    assert (lo, hi) == pytest.approx((ref.low, ref.high))
+    p, lo, hi = C.p_better(a, b, 0.95, paired=False)
+    assert p == pytest.approx(stats.mannwhitneyu(a, b).statistic / 25)
+    assert 0 <= lo <= p <= hi <= 1
+    assert C.p_better(a, b) == C.p_better(a, b)  # a fixed generator: the same interval every run
+
+
+@pytest.mark.parametrize("effect, sd, paired, n", [
+    (0.1, 0.15, True, 20), (0.2, 0.15, True, 7), (0.3, 0.15, True, 5),  # the issue's numbers
+    (0.5, 1.0, True, 34), (-0.5, 1.0, True, 34), (0.5, 1.0, False, 64),  # G*Power's tables (d = 0.5)
+])
+def test_seeds_needed_from_scipys_noncentral_t(effect, sd, paired, n):
+    """The fewest seeds at which a two-sided t test at 5 % has 80 % power, checked on scipy.stats.nct."""
+    stats = pytest.importorskip("scipy.stats")
+    assert C.seeds_needed(effect, sd, 0.95, paired) == n
+
+    def power(k):
+        df, nc = (k - 1, effect / sd * math.sqrt(k)) if paired else (2 * k - 2, effect / sd * math.sqrt(k / 2))
+        q = stats.t.ppf(0.975, df)
+        return stats.nct.sf(q, df, nc) + stats.nct.cdf(-q, df, nc)
+
+    assert power(n) >= 0.8 > power(n - 1)
+    assert C.power(effect, sd, n, 0.95, paired) == pytest.approx(power(n))
+
+
+def test_seeds_needed_for_a_neutral_claim_and_where_there_is_no_number():
+    n = C.seeds_needed(0.06, 0.6, 0.95, True, tolerance=1.0)
+    assert C.power(0.06, 0.6, n, tolerance=1.0) >= 0.8 > C.power(0.06, 0.6, n - 1, tolerance=1.0)
+    assert C.seeds_needed(0.5, 0.6, tolerance=1.0) > n  # nearer the band's edge: more seeds
+    assert C.seeds_needed(1.2, 0.6, tolerance=1.0) is None  # the paper's difference is outside the band
+    assert C.seeds_needed(0.0, 0.6) is None and C.seeds_needed(0.1, math.nan) is None
+    assert C.seeds_needed(1e-4, 1.0) is None  # beyond MAX_SEEDS
+
+
+def test_mcnemar_exact_on_hand_made_correctness():
+    """10 images only A gets right, 2 only B, 88 both or neither: p = 2 * P(X <= 2), X ~ Bin(12, 1/2)."""
+    a = np.array([1] * 10 + [0] * 2 + [1] * 60 + [0] * 28, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 60 + [0] * 28, bool)
+    m = C.mcnemar(a, b)
+    assert (m.images, m.a_only, m.b_only) == (100, 10, 2)
+    assert m.p == pytest.approx(2 * (1 + 12 + 66) / 2**12)
+    assert C.mcnemar(a, a).p == 1.0
+    with pytest.raises(ValueError, match="different shapes"):
+        C.mcnemar(a, b[:-1])
+
+
+def test_one_seed_comparisons_get_mcnemar_but_keep_their_verdict():
+    acc = accuracy({"logit": [85.0], "spectral_last": [80.0]})
+    right = np.arange(100) < 85
+    correct = {("logit", 0): right, ("spectral_last", 0): np.arange(100) < 80}
+    r = run(acc=acc, correct=correct)["C5"]
+    assert (r["verdict"], r["qualifier"]) == ("inconclusive", "one seed")
+    assert "McNemar's exact test of the two final models on the same 100 validation images: 0 right only for " \
+           "spectral_last, 5 only for logit, p = 0.0625" in r["evidence"]
+    assert "not whether the settings do" in r["evidence"]
+    assert r["comparisons"][0]["mcnemar"] == {"images": 100, "a_only": 0, "b_only": 5, "p": 0.0625}
+    assert "McNemar" not in run(acc=acc)["C5"]["evidence"]  # no per-image correctness, no test
+
+
+def test_claims_say_which_test_and_how_many_seeds():
+    records = {r["claim_id"]: r for r in full_run(3)}
+    c5 = records["C5"]
+    assert "paired t (same seeds) 95% CI" in c5["evidence"] and "P(A>B) 0.00 [0.00, 0.00]" in c5["evidence"]
+    # spectral_last - logit per seed: -5.0, -4.7, -5.3 (sd 0.3): 30 seeds to see the paper's -0.16
+    assert "to decide at the paper's -0.16 pts: about 30 seeds at this run's sd of the paired difference " \
+           "(0.30), 80% power" in c5["evidence"]
+    comp = next(c for c in c5["comparisons"] if c["setting"] == "spectral_last")
+    assert (comp["method"], comp["paper_effect"], comp["seeds_needed"]) == ("paired t", -0.16, 30)
+    assert comp["seeds_needed"] == C.seeds_needed(-0.16, 0.3)
+    md = C.render_markdown(list(records.values()), "Claims")
+    assert "| **holds** | spectral_last 30, projector_last 16 |" in md
+    assert "spectral_last early_mean_acc1 2, spectral_last final_acc1 30" in md  # C10's two parts
+    unmatched = accuracy({"logit": [85.0, 85.2, 84.8], "spectral_last": [80.0, 80.5]})
+    assert "Welch t (seeds not matched)" in run(acc=unmatched)["C5"]["evidence"]
+
+
 def test_unknown_tolerance_is_an_error():
     with pytest.raises(TypeError, match="unknown tolerance"):
         run(noise_flor=0.1)
