@@ -551,6 +551,56 @@ def test_cli_writes_markdown_and_json(tmp_path):
     assert not list(tmp_path.glob("**/.*.tmp"))
 
 
+def test_per_image_correctness_goes_from_final_pt_to_claims_md(tmp_path):
+    """The accuracy_tables command gathers each student's final.pt `val_correct` into one .npz, and the
+    claims command tests two one-seed models on it (the rules' commands, without snakemake)."""
+    import torch
+
+    from distdyn import metrics
+
+    runs = {"teacher": (90.0, None), "logit": (85.0, np.arange(20) < 17), "spectral_last": (80.0, np.arange(20) < 16)}
+    logs, finals = [], []
+    for name, (acc1, correct) in runs.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "log.jsonl").write_text(json.dumps({"epoch": 1, "test_acc1": acc1, "test_acc5": 99.0}) + "\n")
+        ckpt = {"model": {}, "epoch": 1} | ({"val_correct": torch.from_numpy(correct)} if correct is not None else {})
+        torch.save(ckpt, d / "final.pt")
+        logs.append(str(d / "log.jsonl"))
+        finals.append(str(d / "final.pt"))
+    m = tmp_path / "metrics"
+    assert metrics.main(["accuracy", "--logs", *logs, "--names", *runs, "--seeds", "0", "0", "0", "--roles",
+                         "teacher", "student", "student", "--out", str(m / "accuracy.csv"), "--summary",
+                         str(m / "summary.csv"), "--curves", str(m / "curves.csv"), "--finals", *finals,
+                         "--correct", str(m / "correct.npz")]) == 0
+    with np.load(m / "correct.npz") as f:
+        assert sorted(f.files) == ["logit/seed_0", "spectral_last/seed_0"]
+        assert f["logit/seed_0"].dtype == bool and f["logit/seed_0"].sum() == 17
+    settings = {k: SETTINGS[k] for k in ("logit", "spectral_last")}
+    teacher_layers([3.0, 1.0, 3.0]).to_csv(m / "layers.csv", index=False)
+    assert C.main(["--layers", str(m / "layers.csv"), "--accuracy", str(m / "accuracy.csv"), "--curves",
+                   str(m / "curves.csv"), "--settings-json", json.dumps(settings), "--student-depth", "6",
+                   "--teacher-depth", "8", "--correct", str(m / "correct.npz"), "--out", str(tmp_path / "c.md"),
+                   "--json", str(tmp_path / "c.json")]) == 0
+    c5 = {r["claim_id"]: r for r in json.loads((tmp_path / "c.json").read_text())}["C5"]
+    assert c5["comparisons"][0]["mcnemar"] == {"images": 20, "a_only": 0, "b_only": 1, "p": 1.0}
+    assert "same 20 validation images" in (tmp_path / "c.md").read_text()
+
+
+def test_a_damaged_correctness_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "results" / "metrics" / "val_correct.npz"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    for name in ("layers", "accuracy", "curves"):
+        (tmp_path / f"{name}.csv").write_text("role,setting\n")
+    rc = C.main(["--layers", str(tmp_path / "layers.csv"), "--accuracy", str(tmp_path / "accuracy.csv"),
+                 "--curves", str(tmp_path / "curves.csv"), "--settings-json", "{}", "--student-depth", "6",
+                 "--teacher-depth", "8", "--correct", str(bad), "--out", str(tmp_path / "c.md")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert "val_correct.npz: is not the per-image correctness .npz" in err[0] and "Traceback" not in err[0]
+
+
 # ---------------------------------------------------------------- the data file, the one-seed reasons, the knobs
 
 

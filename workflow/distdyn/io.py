@@ -41,6 +41,14 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
+def write_npz(arrays: dict, path: str | os.PathLike) -> None:
+    """numpy arrays by name, compressed (np.savez_compressed into a file object: it would add .npz to a name)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
 def read_spec(text: str):
     """A JSON object or list given inline, or the path of a JSON file."""
     text = text.strip()

@@ -3,7 +3,7 @@
     python -m distdyn.metrics DUMP.h5 [DUMP.h5 ...] --out DIR [--entropy-range global|per_layer]
                               [--outlier-multiple K]
     python -m distdyn.metrics gather --layers A.csv ... --spectra A.csv ... --out DIR
-    python -m distdyn.metrics accuracy LOG.jsonl ... --out DIR
+    python -m distdyn.metrics accuracy --logs LOG.jsonl ... --out A.csv ... [--finals F.pt ... --correct C.npz]
 
 Definitions (the authors' code is the reference):
   frequency_intensity  FFT over channels / C, mean |.| over images and positions, mean over all C bins
@@ -43,7 +43,7 @@ import torch
 from . import kernels
 from .dumps import ValueRange, check_identity, non_finite, open_dump, stored_value_range
 from .errors import LogError, TableError, check_complete, cli, read_table, remedy
-from .io import chunks, write_csv
+from .io import chunks, write_csv, write_npz
 from .jobenv import granted_device
 from .schema import schema_default
 from .tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, percentiles, resample_indices
@@ -417,6 +417,22 @@ def training_curves(logs: list[str], names: list[str], seeds: list[int], roles: 
     return pd.concat(frames, ignore_index=True).reindex(columns=cols)
 
 
+def val_correct(finals: list[str], names: list[str], seeds: list[int], roles: list[str]) -> dict[str, np.ndarray]:
+    """Each student's final per-image correctness on the validation split (its final.pt's `val_correct`, in
+    the split's order), by '{setting}/seed_{seed}': what the claims' McNemar test of two one-seed models reads.
+    A final.pt without it (an imported model) is left out."""
+    from .models import load_checkpoint
+
+    out = {}
+    for path, name, seed, role in zip(finals, names, seeds, roles):
+        if role != "student":
+            continue
+        correct = load_checkpoint(path).get("val_correct")
+        if correct is not None:
+            out[f"{name}/seed_{seed}"] = np.asarray(correct, dtype=bool)
+    return out
+
+
 def accuracy_summary(acc: pd.DataFrame, reference: str = "logit") -> pd.DataFrame:
     """Per setting: mean and standard deviation over seeds, and the difference to `reference`."""
     students = acc[acc.role == "student"]
@@ -502,11 +518,17 @@ def _accuracy_main(argv) -> int:
     p.add_argument("--out", required=True, help="accuracy.csv")
     p.add_argument("--summary", required=True, help="accuracy_summary.csv")
     p.add_argument("--curves", required=True, help="curves.csv (every epoch of every run)")
+    p.add_argument("--finals", nargs="+", default=[], help="each run's final.pt, in the order of --logs")
+    p.add_argument("--correct", help="with --finals: the students' per-image correctness (.npz)")
     a = p.parse_args(argv)
+    if bool(a.finals) != bool(a.correct) or a.finals and len(a.finals) != len(a.logs):
+        p.error("--finals (one per --logs) and --correct go together")
     acc = accuracy_table(a.logs, a.names, a.seeds, a.roles)
     write_csv(acc, a.out)
     write_csv(accuracy_summary(acc), a.summary)
     write_csv(training_curves(a.logs, a.names, a.seeds, a.roles), a.curves)
+    if a.correct:
+        write_npz(val_correct(a.finals, a.names, a.seeds, a.roles), a.correct)
     return 0
 
 

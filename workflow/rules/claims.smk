@@ -3,6 +3,7 @@ rule claims:
         layers="results/metrics/layers.csv",
         accuracy="results/metrics/accuracy.csv",
         curves="results/metrics/curves.csv",
+        correct="results/metrics/val_correct.npz",
     output:
         md=report("results/claims.md", caption="../report/claims.rst", category="4. Claims"),
         json="results/claims.json",
@@ -22,5 +23,5 @@ rule claims:
         options=claims_options(),
     shell:
         "python -m distdyn.claims --layers {input.layers} --accuracy {input.accuracy} --curves {input.curves} "
-        "--settings-json {params.settings:q} {params.depths} {params.options} --out {output.md} "
+        "--correct {input.correct} --settings-json {params.settings:q} {params.depths} {params.options} --out {output.md} "
         "--json {output.json} > {log} 2>&1"

@@ -110,10 +110,12 @@ rule gather_metrics:
 rule accuracy_tables:
     input:
         logs=["results/teacher/log.jsonl"] + [f"{run_dir(s, seed)}/log.jsonl" for s, seed in student_runs()],
+        finals=["results/teacher/final.pt"] + [f"{run_dir(s, seed)}/final.pt" for s, seed in student_runs()],
     output:
         accuracy="results/metrics/accuracy.csv",
         summary="results/metrics/accuracy_summary.csv",
         curves="results/metrics/curves.csv",
+        correct="results/metrics/val_correct.npz",
     log:
         "results/logs/accuracy_tables.log",
     conda:
@@ -125,4 +127,5 @@ rule accuracy_tables:
         roles=" ".join(["teacher"] + ["student"] * len(student_runs())),
     shell:
         "python -m distdyn.metrics accuracy --logs {input.logs} --names {params.names} --seeds {params.seeds} "
-        "--roles {params.roles} --out {output.accuracy} --summary {output.summary} --curves {output.curves} > {log} 2>&1"
+        "--roles {params.roles} --out {output.accuracy} --summary {output.summary} --curves {output.curves} "
+        "--finals {input.finals} --correct {output.correct} > {log} 2>&1"

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from dataclasses import fields
 
-from ..errors import cli, read_table
+import numpy as np
+
+from ..errors import TableError, cli, first_line, read_table, remedy
 from ..io import read_spec, write_text
 from .render import json_safe, records, render_markdown, settings_preamble
 from .settings import Tolerances
@@ -22,6 +25,16 @@ def _read_csv(path):
     return read_table(path) if path else None
 
 
+def read_correct(path: str) -> dict:
+    """{(setting, seed): per-image correctness} from the .npz of distdyn.metrics accuracy --correct."""
+    try:
+        with np.load(path) as f:
+            return {(key.rsplit("/seed_", 1)[0], int(key.rsplit("/seed_", 1)[1])): f[key] for key in f.files}
+    except (OSError, ValueError, IndexError, zipfile.BadZipFile) as e:
+        raise TableError(path, f"is not the per-image correctness .npz of distdyn.metrics accuracy ({first_line(e)}); "
+                               f"{remedy(path)}") from None
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distdyn.claims", description=sys.modules[__package__].__doc__,
@@ -33,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON {name: {method, pairs}} (a string, or a path to a JSON file)")
     p.add_argument("--student-depth", type=int, required=True)
     p.add_argument("--teacher-depth", type=int, required=True)
+    p.add_argument("--correct", help="the students' per-image correctness on the validation split (.npz by "
+                   "'{setting}/seed_{seed}', distdyn.metrics accuracy --correct): McNemar's test of one-seed pairs")
     p.add_argument("--out", required=True, help="Markdown report")
     p.add_argument("--json", help="also write the records as JSON here")
     p.add_argument("--title", default="Claims of the paper, tested on this run")
@@ -43,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = read_spec(a.settings_json.strip())
     given = {f.name: getattr(a, f.name) for f in fields(Tolerances) if getattr(a, f.name) is not None}
     verdicts = evaluate(_read_csv(a.layers), _read_csv(a.accuracy), _read_csv(a.curves), settings,
-                        a.student_depth, a.teacher_depth, **given)
+                        a.student_depth, a.teacher_depth, read_correct(a.correct) if a.correct else None, **given)
     claims = records(verdicts)
     preamble = settings_preamble(settings, a.student_depth, a.teacher_depth, Tolerances(**given))
     write_text(render_markdown(claims, a.title, preamble), a.out)
