@@ -26,6 +26,11 @@ def test_log_lines_and_checkpoints(tiny_cfg, teacher_ckpt, tmp_path):
     assert (out / "epoch_1.pt").is_file() and (out / "final.pt").is_file()
     ckpt = torch.load(out / "final.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["arch"] == "vit_tiny_patch16_224" and ckpt["name"] == "spectral_last"
+    # each validation image's top-1 correctness at the end (for McNemar's test): it makes the final top-1
+    correct = ckpt["val_correct"]
+    assert correct.dtype == torch.bool and correct.ndim == 1 and len(correct) > 10
+    assert 100.0 * correct.float().mean().item() == pytest.approx(lines[-1]["test_acc1"])
+    assert "val_correct" not in torch.load(out / "epoch_1.pt", weights_only=True)
     assert not list(out.glob("*.tmp"))
 
 
@@ -124,10 +129,12 @@ def test_compiled_training_loop_matches_eager_on_cpu(tiny_cfg, teacher_ckpt, tmp
 
 
 def _ckpt_equal(a, b):
-    """Two checkpoints hold the same weights (bit for bit) and the same record."""
+    """Two checkpoints hold the same weights (bit for bit), the same per-image correctness and the same record."""
     ca, cb = load_checkpoint(a), load_checkpoint(b)
     wa, wb = ca.pop("model"), cb.pop("model")
-    return ca == cb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    xa, xb = ca.pop("val_correct", None), cb.pop("val_correct", None)
+    same_correct = (xa is None and xb is None) or (xa is not None and xb is not None and torch.equal(xa, xb))
+    return ca == cb and same_correct and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckpt, tmp_path):
@@ -150,6 +157,40 @@ def test_group_members_are_bit_identical_to_training_alone(tiny_raw, teacher_ckp
         assert group == alone, n
     # the members really differ from each other (own losses, own streams)
     assert not _ckpt_equal(tmp_path / "group" / "logit" / "final.pt", tmp_path / "group" / "spectral_last" / "final.pt")
+
+
+def test_one_seed_pairs_the_settings_same_init_batches_and_stream(tiny_raw, teacher_ckpt, tmp_path):
+    """Paired by design (the claims' paired t rests on it): at one seed every setting's student starts from the
+    same weights, sees the same batches and steps on the same RNG stream (dropout, drop-path), whatever the
+    setting adds; a projector draws from a stream of its own, the same at every build of that seed."""
+    from distdyn.batches import Batches
+    from distdyn.config import load_config
+    from distdyn.members import build_member, load_shared_teacher
+    from distdyn.runtime import seed_everything
+
+    tiny_raw["student"]["overrides"].update(drop_rate=0.1, drop_path_rate=0.2)
+    cfg = load_config(tiny_raw)
+    names = ["baseline", "logit", "spectral_last", "projector_first"]
+    specs = [student_spec(cfg, n, 0) for n in names]
+    rt = runtime.make_runtime(specs[0]["train"], 0, "cpu")
+    gen = seed_everything(0)
+    batches = Batches(specs[0]["data"], specs[0]["train"], rt, specs[0]["model"]["overrides"]["img_size"])
+    teacher = load_shared_teacher(str(teacher_ckpt), specs, batches, rt)
+    members = {s["name"]: build_member(s, tmp_path / s["name"], None, rt, batches, teacher, gen) for s in specs}
+    ref = members["logit"]
+    gen.set_state(ref.gen_state)
+    ref_batches = list(batches.train(gen, 1))
+    for n, m in members.items():
+        w = m.model.state_dict()
+        assert all(torch.equal(w[k], v) for k, v in ref.model.state_dict().items()), n  # same initial weights
+        assert torch.equal(m.rng.state["torch"], ref.rng.state["torch"]), n  # same dropout stream
+        gen.set_state(m.gen_state)
+        assert all(torch.equal(x, xr) and torch.equal(y, yr)  # same batches, same order
+                   for (x, y), (xr, yr) in zip(batches.train(gen, 1), ref_batches, strict=True)), n
+    # the projector's own stream: the same weights at a rebuild, not the model's first draws
+    proj = members["projector_first"].criterion.state_dict()
+    again = build_member(specs[3], tmp_path / "again", None, rt, batches, teacher, gen).criterion.state_dict()
+    assert proj.keys() == again.keys() and all(torch.equal(proj[k], again[k]) for k in proj)
 
 
 def test_group_refuses_members_with_different_batches(tiny_cfg, teacher_ckpt, tmp_path):

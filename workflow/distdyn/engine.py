@@ -30,10 +30,12 @@ def check_finite(terms: dict[str, float], spec: dict, epoch: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches, rt: Runtime) -> dict:
-    """Top-1/top-5 accuracy (%) and plain CE on the validation split."""
+def evaluate(model: nn.Module, batches, rt: Runtime) -> tuple[dict, torch.Tensor]:
+    """Top-1/top-5 accuracy (%) and plain CE on the validation split; and each image's top-1 correctness
+    (bool, CPU, in the split's order), which the final checkpoint keeps for McNemar's test of two models."""
     model.eval()
     n = loss = c1 = c5 = 0.0
+    correct = []
     for x, y in batches:
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
         with autocast(rt):
@@ -41,10 +43,12 @@ def evaluate(model: nn.Module, batches, rt: Runtime) -> dict:
         logits = logits.float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        c1 += (top[:, 0] == y).sum().item()
+        correct.append(top[:, 0] == y)
+        c1 += correct[-1].sum().item()
         c5 += (top == y[:, None]).any(dim=1).sum().item()
         n += len(y)
-    return {"test_loss": loss / n, "test_acc1": 100.0 * c1 / n, "test_acc5": 100.0 * c5 / n}
+    metrics = {"test_loss": loss / n, "test_acc1": 100.0 * c1 / n, "test_acc5": 100.0 * c5 / n}
+    return metrics, torch.cat(correct).cpu()
 
 
 def teacher_outputs(teacher, x: torch.Tensor, rt: Runtime):
@@ -131,7 +135,7 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
                 if rt.main and on_done is not None:
                     on_done(m)
                 continue
-            m.metrics = evaluate(m.model, batches.val(), rt)
+            m.metrics, m.correct = evaluate(m.model, batches.val(), rt)
             line = {"epoch": e + 1, "lr": lr, "train_loss": total / count, "train_loss_base": base / count,
                     "train_loss_feat": feat / count, "train_loss_dist": dist / count, **m.metrics,
                     "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1),
@@ -142,7 +146,7 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
     if rt.main:
         for m in members:
             if m.error is None:
-                atomic_save(checkpoint_dict(m.model, m.spec, m.record, epochs, m.metrics, m.job_key),
+                atomic_save(checkpoint_dict(m.model, m.spec, m.record, epochs, m.metrics, m.job_key, m.correct),
                             m.out / "final.pt")
                 if on_done is not None:
                     on_done(m)

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +42,15 @@ def load_teacher(path: str, spec: dict, num_classes: int, in_chans: int, device)
     except (KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(path, f"does not fit the teacher {want['model']} ({first_line(e)}); {REMAKE}") from None
     return model.to(device).eval()
+
+
+CRITERION_STREAM = 1  # the loss module's stream: SeedSequence([seed, CRITERION_STREAM])
+
+
+def criterion_seed(seed: int) -> int:
+    """The seed of a run's loss-module parameters (a projector): derived from the run's seed, apart from the
+    stream that initialises the model and then drives its dropout."""
+    return int(np.random.SeedSequence([seed, CRITERION_STREAM]).generate_state(1)[0])
 
 
 def make_criterion(spec: dict, widths: tuple[int, int]) -> DistillationLoss:
@@ -91,6 +101,7 @@ class Member:
     prefix: str = ""  # its name in the log lines of a group job
     lines: list[str] = field(default_factory=list)  # its own log lines
     metrics: dict | None = None
+    correct: torch.Tensor | None = None  # per-image top-1 correctness at the last evaluation
     error: Exception | None = None
 
     def log(self, msg: str) -> None:
@@ -136,7 +147,11 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
         model = create_model(spec["model"], batches.num_classes, batches.in_chans).to(rt.device)
     record = record or model_record(spec["model"], batches.num_classes, batches.in_chans)
     widths = (model.num_features, teacher.num_features if reads_teacher(spec) else 0)
-    criterion = make_criterion(spec, widths).to(rt.device)
+    # What the setting adds (a projector) draws from a stream of its own: every setting of a seed then starts
+    # its own stream (dropout, drop-path) where the model's initialisation left it, the same for all of them.
+    with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+        torch.manual_seed(criterion_seed(spec["seed"]))
+        criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, spec["train"], rt)
     rng = MemberRNG(rt.device)
     member = Member(spec, Path(out), Resume(resume_path, config_hash(spec)), model, criterion, opt, sched, None, rng,
@@ -177,10 +192,17 @@ class BlockForward(nn.Module):
         return logits, dict(zip(self.indices, feats))
 
 
-def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict, job_key: str | None = None) -> dict:
+def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict, job_key: str | None = None,
+                    correct: torch.Tensor | None = None) -> dict:
     """A checkpoint; `job_key` (distdyn.store.job_key of the job's spec and code) lets a shared-teacher job
-    recognise a finished run in its output folder."""
-    return {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, **record,
+    recognise a finished run in its output folder. A final one keeps `val_correct`, each validation image's
+    top-1 correctness (bool, the split's order: 1 bit of information per image, a byte each): in the file
+    that is the model, written last, it cannot disagree with the model it describes, and the store and
+    the rules carry no extra file for it."""
+    ckpt = {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, **record,
             "role": spec["role"], "name": spec["name"], "seed": spec["seed"], "epoch": epoch,
             "test_acc1": metrics["test_acc1"], "spec_hash": config_hash(spec), "job_key": job_key,
             "distdyn_version": __version__}
+    if correct is not None:
+        ckpt["val_correct"] = correct.to(torch.bool)
+    return ckpt

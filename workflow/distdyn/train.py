@@ -72,13 +72,13 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
             raise CheckpointError(f"teacher.checkpoint {spec['checkpoint']}", f"does not fit {spec['model']['model']} "
                                   f"with overrides {spec['model'].get('overrides')}: {first_line(e)}") from None
     if spec["role"] == "teacher" and spec.get("checkpoint") and train_cfg["epochs"] == 0:
-        metrics = evaluate(model, batches.val(), rt)
+        metrics, correct = evaluate(model, batches.val(), rt)
         line = {"epoch": 0, "lr": None, "train_loss": None, "train_loss_base": None, "train_loss_feat": None,
                 "train_loss_dist": None, **metrics, "seconds": 0.0, "images_per_s": None,
                 "n_parameters": sum(p.numel() for p in model.parameters()), "source": spec["checkpoint"]}
         if rt.main:
             write_lines([json.dumps(line)], log_path)
-            atomic_save(checkpoint_dict(model, spec, record, 0, metrics), out / "final.pt")
+            atomic_save(checkpoint_dict(model, spec, record, 0, metrics, correct=correct), out / "final.pt")
             log(f"imported teacher {spec['checkpoint']}: top-1 {metrics['test_acc1']:.2f}%")
         return [line]
 
