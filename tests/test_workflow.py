@@ -71,6 +71,11 @@ def test_every_output_exists_and_is_sane(finished_run):
     assert set(enc.measure) == {"svd_dim", "pca_dim", "sep_dim", "sep_fraction", "sep_perm_shift"}
     claims = (r / "claims.md").read_text()
     assert "C1" in claims and "C5" in claims and "inconclusive" in claims
+    with np.load(r / "metrics/val_correct.npz") as f:  # each student's final per-image correctness
+        assert sorted(f.files) == sorted(f"{s}/seed_0" for s in settings)
+        assert 100 * f["logit/seed_0"].mean() == pytest.approx(acc.set_index("setting").final_acc1["logit"])
+    # one seed: McNemar's test of the two final models beside the one-seed verdict
+    assert "McNemar's exact test of the two final models on the same" in claims
     assert (r / "logs/pretrain_teacher.log").is_file()
     assert (r / "benchmarks/pretrain_teacher.tsv").is_file()
     assert not list(r.rglob("*.tmp"))
