@@ -421,7 +421,7 @@ def val_correct(finals: list[str], names: list[str], seeds: list[int], roles: li
     """Each student's final per-image correctness on the validation split (its final.pt's `val_correct`, in
     the split's order), by '{setting}/seed_{seed}': what the claims' McNemar test of two one-seed models reads.
     A final.pt without it (an imported model) is left out."""
-    from .models import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     out = {}
     for path, name, seed, role in zip(finals, names, seeds, roles):

@@ -9,8 +9,8 @@ import timm
 import torch
 from torch import nn
 
-from .errors import CheckpointError, DistdynError, cli, first_line, remedy
-from .io import atomic_path
+from .checkpoints import atomic_save, load_checkpoint  # noqa: F401 - imported from here too
+from .errors import CheckpointError, DistdynError, cli, remedy
 
 
 def model_kwargs(model_cfg: dict, num_classes: int, in_chans: int) -> dict:
@@ -135,26 +135,6 @@ def build_from_checkpoint(ckpt: dict, device) -> nn.Module:
     model = create_model({"model": ckpt["arch"], "overrides": ckpt["overrides"]}, ckpt["num_classes"], ckpt["in_chans"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same directory, then rename: a killed job leaves no partial file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A distdyn checkpoint or a bare state dict, loaded with weights_only=True; CheckpointError naming a bad file."""
-    if not Path(path).is_file():
-        raise CheckpointError(path, "does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
-        raise CheckpointError(path, f"not a loadable checkpoint ({first_line(e)}); a truncated or foreign file? "
-                                    f"{remedy(path).capitalize()}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(path, f"expected a dict checkpoint, got {type(obj).__name__}")
-    return obj
 
 
 RECORD_KEYS = ("model", "arch", "overrides", "num_classes", "in_chans", "epoch")
