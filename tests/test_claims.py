@@ -190,6 +190,8 @@ def test_seeds_needed_for_a_neutral_claim_and_where_there_is_no_number():
     assert C.seeds_needed(1.2, 0.6, tolerance=1.0) is None  # the paper's difference is outside the band
     assert C.seeds_needed(0.0, 0.6) is None and C.seeds_needed(0.1, math.nan) is None
     assert C.seeds_needed(1e-4, 1.0) is None  # beyond MAX_SEEDS
+    # a large effect: scipy's nct.cdf far in the lower tail gives NaN (e.g. at noncentrality 10), power does not
+    assert np.isfinite(C.power(2.467, 0.55, np.arange(2, 60))).all() and C.seeds_needed(2.467, 0.55) == 3
 
 
 def test_mcnemar_exact_on_hand_made_correctness():

@@ -138,11 +138,14 @@ def power(effect: float, sd: float, n, level: float = 0.95, paired: bool = True,
     df = n - 1 if paired else 2 * n - 2
     scale = np.sqrt(n) / sd if paired else np.sqrt(n / 2) / sd
     q = stats.t.ppf(1 - (1 - level) / 2, df)
+    # Upper tails only (t with noncentrality -c is the mirror of +c): scipy's nct.cdf far in the lower tail
+    # can return NaN where the probability is below 1e-20.
     if tolerance is None:
-        nc = effect * scale
-        return stats.nct.sf(q, df, nc) + stats.nct.cdf(-q, df, nc)
+        nc = abs(effect) * scale
+        wrong_side = np.nan_to_num(stats.nct.sf(q, df, -nc), nan=0.0)  # rejecting on the other side: < alpha / 2
+        return stats.nct.sf(q, df, nc) + wrong_side
     low_ok = stats.nct.sf(q, df, (effect + tolerance) * scale)  # the lower bound above -tolerance
-    high_ok = stats.nct.cdf(-q, df, (effect - tolerance) * scale)  # the upper bound below +tolerance
+    high_ok = stats.nct.sf(q, df, (tolerance - effect) * scale)  # the upper bound below +tolerance
     return np.clip(low_ok + high_ok - 1, 0, 1)
 
 
