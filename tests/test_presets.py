@@ -14,7 +14,7 @@ def _preset(name):
 
 def test_all_presets_exist():
     assert {p.stem for p in PRESETS} == {"fashion_mnist", "fashion_mnist_cpu", "cifar100", "imagenet_paper",
-                                        "cait_s24_analysis"}
+                                        "cait_s24_analysis", "digits_decide"}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -44,3 +44,21 @@ def test_cifar100_preset_validates_against_a_pickle_folder(tmp_path):
     raw["data"]["root"] = str(fake_cifar100(tmp_path))
     cfg = load_config(raw)
     assert cfg["data"]["source"] == "cifar100"
+
+
+def test_digits_decide_is_the_default_study_with_the_seeds_to_decide():
+    """config.yaml's data, models and training; 20 seeds, the five settings of the accuracy claims, final
+    checkpoints only."""
+    from distdyn.config import student_spec
+
+    cfg = load_config(_preset("digits_decide"))
+    default = load_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    assert cfg["seeds"] == list(range(20))
+    assert [s["name"] for s in cfg["settings"]] == ["logit", "spectral_first", "spectral_last", "projector_first",
+                                                     "projector_last"]
+    for key in ("data", "probe", "teacher", "distill"):
+        assert cfg[key] == default[key], key
+    assert {k: v for k, v in cfg["student"].items() if k != "train"} == \
+           {k: v for k, v in default["student"].items() if k != "train"}
+    assert cfg["student"]["train"] == {**default["student"]["train"], "checkpoint_every": 0}
+    assert student_spec(cfg, "spectral_last", 19)["checkpoint_epochs"] == []
