@@ -232,6 +232,11 @@ def test_claims_say_which_test_and_how_many_seeds():
     md = C.render_markdown(list(records.values()), "Claims")
     assert "| **holds** | spectral_last 30, projector_last 16 |" in md
     assert "spectral_last early_mean_acc1 2, spectral_last final_acc1 30" in md  # C10's two parts
+    tight = run(acc=accuracy({"logit": [85.0, 85.2, 84.8], "spectral_first": [85.1, 85.3, 84.0]}),
+                neutral_tolerance=0.05)["C8"]  # the paper's +0.06 cannot be shown within +-0.05
+    assert "to decide at the paper's +0.06 pts: none (the paper's difference lies outside the tolerance)" \
+           in tight["evidence"]
+    assert tight["comparisons"][0]["seeds_needed"] is None
     unmatched = accuracy({"logit": [85.0, 85.2, 84.8], "spectral_last": [80.0, 80.5]})
     assert "Welch t (seeds not matched)" in run(acc=unmatched)["C5"]["evidence"]
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from .settings import Tolerances, classify_setting, pairs_text, reference_setting
 from .statements import CLAIMS, PAPER
-from .stats import HOLDS, INCONCLUSIVE, MAX_SEEDS, NOT_HOLD, NOT_TESTABLE, POWER, VERDICTS, verdict_text
+from .stats import HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, POWER, VERDICTS, verdict_text
 from .verdicts import Reason, Verdict
 
 
@@ -52,10 +52,10 @@ def records(verdicts: list[Verdict]) -> list[dict]:
 def seeds_cell(claim: dict) -> str:
     """'spectral_last 30, projector_last 16' (several parts: 'spectral_last final_acc1 30, ...'); '-' where the
     claim has no paper effect or no spread to compute it from."""
-    comps = [c for c in claim["comparisons"] if "seeds_needed" in c and c.get("sd") is not None]
+    comps = [c for c in claim["comparisons"] if c.get("paper_effect") is not None and c.get("sd") is not None]
     several = len({c["quantity"] for c in comps}) > 1
     cells = [f"{c['setting']}{' ' + c['quantity'] if several else ''} "
-             f"{c['seeds_needed'] if c['seeds_needed'] is not None else f'> {MAX_SEEDS}'}" for c in comps]
+             f"{c['seeds_needed'] if c['seeds_needed'] is not None else '(' + c['seeds_note'] + ')'}" for c in comps]
     return ", ".join(cells) or "-"
 
 

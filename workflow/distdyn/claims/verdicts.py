@@ -12,8 +12,8 @@ import pandas as pd
 from . import evidence as ev
 from .settings import FEATURE_METHODS, Tolerances, classify_setting, describe_setting, reference_setting
 from .statements import TESTS, Part, Test
-from .stats import (HOLDS, INCONCLUSIVE, NOT_HOLD, NOT_TESTABLE, POWER, Diff, McNemar, all_of, combine, compare,
-                    describe_diff, diff_dict, directional, fmt, mcnemar, neutral, plural, seeds_needed,
+from .stats import (HOLDS, INCONCLUSIVE, MAX_SEEDS, NOT_HOLD, NOT_TESTABLE, POWER, Diff, McNemar, all_of, combine,
+                    compare, describe_diff, diff_dict, directional, fmt, mcnemar, neutral, plural, seeds_needed,
                     verdict_text)
 
 
@@ -205,6 +205,7 @@ class Comparison:
     verdict: tuple[str, str]
     paper_effect: float | None = None  # the paper's difference for this setting's method
     seeds_needed: int | None = None  # seeds (per setting) to decide the part at the paper's effect, 80 % power
+    seeds_note: str | None = None  # why there is no such number
     mcnemar: McNemar | None = None  # one seed each: the two final models on the same validation images
     ratio: float | None = None  # floor rule ratio: mean of the setting over mean of `against`
     by_ratio: float | None = None  # the ratio floor that decided this one-seed part
@@ -214,6 +215,8 @@ class Comparison:
                **diff_dict(self.diff), "verdict": self.verdict[0], "qualifier": self.verdict[1]}
         if self.part.paper_effect:
             out.update(paper_effect=self.paper_effect, seeds_needed=self.seeds_needed, power=POWER)
+            if self.seeds_note:
+                out["seeds_note"] = self.seeds_note
         if self.mcnemar is not None:
             out["mcnemar"] = vars(self.mcnemar)
         if self.ratio is not None:
@@ -240,6 +243,11 @@ def _compare(ctx: _Ctx, test: Test, part: Part, setting: str, against: str) -> C
     if c.paper_effect is not None:
         tolerance = ctx.tol.neutral_tolerance if part.sign is None else None
         c.seeds_needed = seeds_needed(c.paper_effect, d.sd, ctx.tol.level, d.paired, tolerance)
+        if c.seeds_needed is None:
+            c.seeds_note = ("no spread to compute it from (one seed)" if math.isnan(d.sd) else
+                            "the paper's difference lies outside the tolerance"
+                            if tolerance is not None and abs(c.paper_effect) >= tolerance else
+                            f"more than {MAX_SEEDS}")
     if d.n_a == 1 and d.n_b == 1 and part.quantity == "final_acc1":
         ca, cb = ctx.correct.get((setting, a.index[0])), ctx.correct.get((against, b.index[0]))
         if ca is not None and cb is not None and len(ca) == len(cb):
@@ -254,11 +262,10 @@ def _seeds_text(c: Comparison, unit: str) -> str:
         return ""
     sd = f"this run's sd of the {'paired difference' if d.paired else 'seeds (unpaired)'} ({fmt(d.sd)})"
     head = f"; to decide at the paper's {fmt(c.paper_effect, 2, True)}{' ' + unit if unit else ''}"
-    if c.seeds_needed is not None:
-        return f"{head}: about {c.seeds_needed} seeds at {sd}, {100 * POWER:g}% power"
-    if c.part.sign is not None or abs(c.paper_effect) < 1:
-        return f"{head}: more seeds than any study runs at {sd}"
-    return f"{head}: none, the paper's difference lies outside the tolerance"
+    if c.seeds_needed is None and c.seeds_note != f"more than {MAX_SEEDS}":
+        return f"{head}: none ({c.seeds_note})"
+    seeds = f"about {c.seeds_needed}" if c.seeds_needed is not None else c.seeds_note
+    return f"{head}: {seeds} seeds at {sd}, {100 * POWER:g}% power"
 
 
 def comparison_line(ctx: _Ctx, c: Comparison, with_setting: bool = True) -> str:
