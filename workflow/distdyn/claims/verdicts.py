@@ -309,6 +309,21 @@ def _pairs(ctx: _Ctx, test: Test, targets: list[str]) -> list[tuple[str, str]]:
             if ctx.settings[n]["method"] == ctx.settings[e]["method"]]
 
 
+def _ratio_reason(test: Test, floor: float | None, comps: list[dict], qual: str, reason: Reason) -> Reason:
+    """The reason where one seed is decided on a ratio (C11: late over early loss against loss_ratio_floor)."""
+    ratio = f"the {test.select}/{test.against} ratio"
+    by_ratio = [c for c in comps if c["method"] not in ("paired t", "welch")] if floor is not None else []
+    if by_ratio and len(by_ratio) == len(comps) and qual != "mixed":
+        return Reason(text=f"one seed: decided on {ratio} against the stated floor: >= {floor:g}x holds, "
+                           f"<= 1/{floor:g} does not hold, in between inconclusive")
+    if qual == "one seed":
+        return Reason(text=f"one seed: {reason.rule}, and a single run per setting gives no run-to-run spread "
+                           f"(state {test.floor} to decide on {ratio})")
+    if by_ratio:
+        reason.notes.append(("clause", f"one-seed pairs were decided on {ratio} against x{floor:g}"))
+    return reason
+
+
 def evaluate_test(ctx: _Ctx, cid: str, test: Test) -> Verdict:
     """A claim's verdict from its test (claims.yaml): each part on each setting selected, against the
     reference or its early-aligned counterpart, by the interval rules; one verdict per setting (all parts
@@ -363,17 +378,8 @@ def evaluate_test(ctx: _Ctx, cid: str, test: Test) -> Verdict:
         lines += CONTEXT[name](ctx, present)
     verdict, qual = combine(verdicts)
     reason = Reason(_rule(test, ctx.tol), floor=test.floor or "a noise floor")
-    ratio_floor = getattr(ctx.tol, test.floor) if test.floor_rule == "ratio" and test.floor else None
-    by_ratio = [c for c in comps if "ratio" in c and c["method"] not in ("paired t", "welch")]
-    if test.floor_rule == "ratio" and ratio_floor is not None and by_ratio and len(by_ratio) == len(comps) \
-            and qual != "mixed":
-        reason = Reason(text=f"one seed: decided on the late/early ratio against the stated floor: "
-                             f">= {ratio_floor:g}x holds, <= 1/{ratio_floor:g} does not hold, in between inconclusive")
-    elif test.floor_rule == "ratio" and qual == "one seed":
-        reason = Reason(text=f"one seed: {reason.rule}, and a single run per setting gives no run-to-run spread "
-                             f"(state {test.floor} to decide on the late/early ratio)")
-    elif test.floor_rule == "ratio" and by_ratio and ratio_floor is not None:
-        reason.notes.append(("clause", f"one-seed pairs were decided on the late/early ratio against x{ratio_floor:g}"))
+    if test.floor_rule == "ratio":
+        reason = _ratio_reason(test, getattr(ctx.tol, test.floor), comps, qual, reason)
     if absent:
         reason.notes.insert(0, ("aside", f"configured but without results, left out: {', '.join(absent)}"))
     reason.notes += [("clause", note) for note in test.notes]
