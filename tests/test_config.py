@@ -47,14 +47,48 @@ def test_defaults_fill_an_empty_config(tmp_path):
     assert cfg["student"]["overrides"] == {}
 
 
-def test_schema_error_names_the_key(tiny_raw):
-    tiny_raw["distill"] = {"alpha": 1.5}
-    with pytest.raises(ConfigError, match=r"distill\.alpha"):
+# id: (change of the tiny config; the whole message: the key, a setting by index and name, what it takes)
+SCHEMA_REFUSED = {
+    "number_out_of_range": (
+        lambda raw: raw.update(distill={"alpha": 1.5}),
+        "config key 'distill.alpha': 1.5 is not allowed: it takes a number >= 0 and <= 1"),
+    "unknown_method": (
+        lambda raw: raw["settings"][1].update(method="fitnet"),
+        "config key 'settings[1] (logit).method': 'fitnet' is not allowed: it takes one of none, logit, spectral, "
+        "projector, mse"),
+    "unknown_layers": (
+        lambda raw: raw["settings"][2].update(layers="middle"),
+        "config key 'settings[2] (spectral_last).layers': 'middle' is not allowed: it takes one of first, last, "
+        "first_last, or a list of [student_block, teacher_block] pairs of 0-based block indices, e.g. [[0, 0], "
+        "[5, 11]]"),
+    "name_with_a_slash": (
+        lambda raw: raw["settings"][1].update(name="a/b"),
+        "config key 'settings[1] (a/b).name': 'a/b' is not allowed: it takes a name of letters, digits, _ and - "
+        "(it is used in paths)"),
+    "checkpoint_epoch_zero": (
+        lambda raw: raw["student"]["train"].update(checkpoint_every=[0]),
+        "config key 'student.train.checkpoint_every': [0] is not allowed: it takes an integer >= 0, or a list "
+        "(each an integer >= 1)"),
+    "nullable_integer": (
+        lambda raw: raw["data"].update(img_size=2),
+        "config key 'data.img_size': 2 is not allowed: it takes an integer >= 4 or null"),
+    "unknown_key_with_a_close_name": (
+        lambda raw: raw["student"].update(traon={}),
+        "config key 'student.traon': is not a key student takes (did you mean train?); student takes model, "
+        "overrides, train, share_teacher"),
+    "setting_without_a_name": (
+        lambda raw: raw["settings"][0].pop("name"),
+        "config key 'settings[0]': lacks name; each entry needs name and method"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_REFUSED))
+def test_schema_error_says_what_the_key_takes(case, tiny_raw):
+    change, message = SCHEMA_REFUSED[case]
+    change(tiny_raw)
+    with pytest.raises(ConfigError) as e:
         load_config(tiny_raw)
-    tiny_raw["distill"] = {}
-    tiny_raw["settings"][0]["method"] = "fitnet"
-    with pytest.raises(ConfigError, match=r"settings\.0\.method"):
-        load_config(tiny_raw)
+    assert str(e.value) == message
 
 
 def _add_setting(**setting):
@@ -72,22 +106,22 @@ def _extra_model(name):
 REFUSED = {
     "layer_beyond_student_depth": (
         _add_setting(name="bad", method="spectral", layers=[[2, 0]]),
-        r"settings\[4\]\.layers.*student block 2 is out of range.*2 blocks"),
+        r"settings\[4\] \(bad\)\.layers.*student block 2 is out of range.*2 blocks"),
     "layer_beyond_teacher_depth": (
         _add_setting(name="bad", method="mse", layers=[[0, 3]]),
-        r"settings\[4\]\.layers.*teacher block 3 is out of range"),
+        r"settings\[4\] \(bad\)\.layers.*teacher block 3 is out of range"),
     "student_wider_than_teacher_for_spectral": (
         lambda raw, tmp: raw["student"]["overrides"].update(embed_dim=32),
-        r"settings\[2\]\.method.*student \(32\) is wider than the teacher \(16\)"),
+        r"settings\[2\] \(spectral_last\)\.method.*student \(32\) is wider than the teacher \(16\)"),
     "two_settings_with_one_name": (
         _add_setting(name="logit", method="logit"),
-        r"settings\[4\]\.name.*two settings are named 'logit'"),
+        r"settings\[4\] \(logit\)\.name.*two settings are named 'logit'"),
     "setting_named_like_the_teacher": (
         _add_setting(name="teacher", method="logit"),
-        r"settings\[4\]\.name.*reserved"),
+        r"settings\[4\] \(teacher\)\.name.*reserved"),
     "extra_model_named_like_a_setting": (
         _extra_model("logit"),
-        r"extra_models\[0\]\.name.*'logit' is already the name of settings\[1\]"),
+        r"extra_models\[0\] \(logit\)\.name.*'logit' is already the name of settings\[1\] \(logit\)"),
     "missing_data_path": (
         lambda raw, tmp: raw.update(data={"source": "fashion_mnist", "root": str(tmp / "nope")}),
         r"data\.root.*does not exist"),
@@ -99,7 +133,7 @@ REFUSED = {
         r"teacher\.checkpoint.*does not exist"),
     "feature_method_needs_layers": (
         _add_setting(name="nolayers", method="projector"),
-        r"settings\[4\]\.layers.*needs layers"),
+        r"settings\[4\] \(nolayers\)\.layers.*needs layers"),
 }
 
 
@@ -180,13 +214,13 @@ def test_analysis_only_config_is_valid_and_needs_weights(tiny_raw, tmp_path):
     cfg = load_config(raw)
     assert cfg["settings"] == [] and cfg["extra_models"][0]["pretrained"] is False
     raw["extra_models"][0]["checkpoint"] = None
-    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.checkpoint.*needs its weights"):
+    with pytest.raises(ConfigError, match=r"extra_models\[0\] \(mine\)\.checkpoint.*needs its weights"):
         load_config(raw)
     raw["extra_models"][0].update(checkpoint=str(ckpt), name="teacher")
-    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.name.*'teacher'"):
+    with pytest.raises(ConfigError, match=r"extra_models\[0\] \(teacher\)\.name.*'teacher'"):
         load_config(raw)
     raw["extra_models"][0].update(name="mine", model="no_such_model")
-    with pytest.raises(ConfigError, match=r"extra_models\[0\]\.model"):
+    with pytest.raises(ConfigError, match=r"extra_models\[0\] \(mine\)\.model"):
         load_config(raw)
     with pytest.raises(ConfigError, match=r"settings.*nothing to run"):
         load_config({"data": tiny_raw["data"], "probe": tiny_raw["probe"]})

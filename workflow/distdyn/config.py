@@ -86,12 +86,90 @@ def validate_schema(cfg: dict) -> dict:
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
     validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
-    errors = sorted(validator_cls(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator_cls(schema).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        e = errors[0]
-        key = ".".join(str(p) for p in e.absolute_path) or "<root>"
-        raise ConfigError(key, e.message)
+        raise ConfigError(*schema_problem(errors[0], cfg, schema))
     return cfg
+
+
+# ---------------------------------------------------------------- schema errors in words
+
+_NOUNS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+          "null": "null", "array": "a list", "object": "a mapping of keys"}
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    if "$ref" not in node:
+        return node
+    target = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def allowed_values(node: dict, root: dict) -> str:
+    """What a schema node accepts, in words: its `allowed` text where the schema has one (a pattern has no
+    plain reading), else from its enum, oneOf branches, types and bounds."""
+    node = _resolve(node, root)
+    if "allowed" in node:
+        return node["allowed"]
+    if "enum" in node:
+        return "one of " + ", ".join(str(v) for v in node["enum"])
+    branches = node.get("oneOf") or node.get("anyOf")
+    if branches:
+        return ", or ".join(allowed_values(b, root) for b in branches)
+    types = node.get("type", [])
+    words = []
+    for t in [types] if isinstance(types, str) else types:
+        word = _NOUNS[t]
+        if t in ("integer", "number"):
+            word += " and".join(f" {op} {node[b]}" for b, op in _BOUNDS.items() if b in node)
+        if t == "array":
+            if "minItems" in node:
+                word += f" of at least {node['minItems']}"
+            if isinstance(node.get("items"), dict):
+                word += f" (each {allowed_values(node['items'], root)})"
+        words.append(word)
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else "".join(words) or "any value"
+
+
+def config_key(path, cfg: dict) -> str:
+    """A config key from a schema error's path: list items by index, a setting or extra model also by name,
+    e.g. settings[1] (logit).method."""
+    key, node = "", cfg
+    for part in path:
+        if isinstance(part, int):
+            key += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str) and key.count("[") == 1:
+                key += f" ({node['name']})"
+        else:
+            key += f".{part}" if key else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return key
+
+
+def schema_problem(error, cfg: dict, root: dict) -> tuple[str, str]:
+    """(config key, message) for a jsonschema error: what was given and, in words, what the key accepts."""
+    import difflib
+
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known]
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+        where = config_key(path, cfg)
+        return (config_key(path + [unknown[0]], cfg),
+                f"is not a key {where or 'the top level'} takes{f' (did you mean {close[0]}?)' if close else ''}; "
+                f"{where or 'the top level'} takes {', '.join(known)}")
+    if error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        return (config_key(path, cfg) or "<root>",
+                f"lacks {missing}; each entry needs {' and '.join(error.validator_value)}")
+    given = repr(error.instance)
+    given = given if len(given) <= 60 else given[:57] + "..."
+    return config_key(path, cfg) or "<root>", f"{given} is not allowed: it takes {allowed_values(error.schema, root)}"
 
 
 def load_config(source: str | Path | dict) -> dict:
@@ -261,8 +339,9 @@ def check_config(cfg: dict) -> dict:
         raise ConfigError("seeds", f"seed {twice} is listed twice: each seed is one run, and a repeated one would "
                                    f"count the same run twice in n_seeds and the standard deviation")
     seen = {"teacher": "the teacher"}
-    for key, name in [(f"settings[{i}].name", s["name"]) for i, s in enumerate(cfg["settings"])] + \
-                     [(f"extra_models[{i}].name", m["name"]) for i, m in enumerate(cfg["extra_models"])]:
+    entries = [("settings", i) for i in range(len(cfg["settings"]))] + \
+              [("extra_models", i) for i in range(len(cfg["extra_models"]))]
+    for key, name in [(f"{config_key(e, cfg)}.name", cfg[e[0]][e[1]]["name"]) for e in entries]:
         if name in seen and key.startswith("settings") and seen[name].startswith("settings"):
             raise ConfigError(key, f"two settings are named {name!r}")
         if name in seen:
@@ -270,7 +349,7 @@ def check_config(cfg: dict) -> dict:
                                    f"models share the tables, so they must be unique ('teacher' is reserved)")
         seen[name] = key.removesuffix(".name")
     for key, entry in [("teacher", cfg["teacher"])] * bool(cfg["settings"]) + \
-                      [(f"extra_models[{i}]", m) for i, m in enumerate(cfg["extra_models"])]:
+                      [(config_key(["extra_models", i], cfg), m) for i, m in enumerate(cfg["extra_models"])]:
         if entry["checkpoint"] and entry["pretrained"] is not False:
             raise ConfigError(f"{key}.pretrained", f"give either {key}.checkpoint or {key}.pretrained, not both")
         if entry["checkpoint"]:
@@ -296,8 +375,8 @@ def check_config(cfg: dict) -> dict:
         raise ConfigError("probe.size", f"{cfg['probe']['size']} probe images requested, "
                                         f"the validation split has {info.val_size}")
     for i, m in enumerate(cfg["extra_models"]):
-        _build_shape(f"extra_models[{i}]", m, info)
-        _check_input_size(f"extra_models[{i}]", m, info)
+        _build_shape(config_key(["extra_models", i], cfg), m, info)
+        _check_input_size(config_key(["extra_models", i], cfg), m, info)
     if not cfg["settings"]:
         return cfg
     from .losses import FEATURE_METHODS
@@ -307,7 +386,7 @@ def check_config(cfg: dict) -> dict:
         _check_input_size(role, cfg[role], info)
     (t_depth, t_width), (s_depth, s_width) = shapes["teacher"], shapes["student"]
     for i, s in enumerate(cfg["settings"]):
-        key = f"settings[{i}]"
+        key = config_key(["settings", i], cfg)
         feature = s["method"] in FEATURE_METHODS
         if feature and "layers" not in s:
             raise ConfigError(f"{key}.layers", f"method {s['method']} needs layers (first, last, first_last or pairs)")
