@@ -312,6 +312,34 @@ def fake_imagefolder(root: Path, classes=("n01", "n02", "n03"), per_class=(4, 2)
     return root
 
 
+def photo_imagefolder(root: Path, classes=("n01", "n02"), per_class=(2, 20), seed: int = 0) -> Path:
+    """train/ and val/ class folders of smooth, photo-like JPEGs larger than 256 px, of several sizes and aspect
+    ratios: soft colour blobs and a wavy texture (periods of 6-40 px) on a colour gradient, so that bilinear and
+    bicubic resizing give different images (random noise would hide the filters' difference)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(320, 288), (300, 400), (480, 270), (257, 300)]
+    for part, n in zip(("train", "val"), per_class):
+        for c in classes:
+            (root / part / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = sizes[i % len(sizes)]
+                yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+                img = rng.uniform(0, 1, 3)[:, None, None] + rng.uniform(-0.5, 0.5, 3)[:, None, None] * (xx + yy)
+                for _ in range(8):
+                    cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.02, 0.2)
+                    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+                    img = img + rng.uniform(-0.8, 0.8, 3)[:, None, None] * blob
+                for _ in range(3):
+                    period, angle = rng.uniform(6, 40) / max(w, h), rng.uniform(0, np.pi)
+                    wave = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+                    img = img + rng.uniform(-0.25, 0.25, 3)[:, None, None] * wave
+                pixels = (255 * np.clip(img, 0, 1)).round().astype(np.uint8).transpose(1, 2, 0)
+                Image.fromarray(pixels).save(root / part / c / f"{i}.JPEG", quality=90)
+    return root
+
+
 # ---------------------------------------------------------------- literal definitions (references)
 
 

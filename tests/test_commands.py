@@ -32,7 +32,7 @@ def workdir(tmp_path_factory):
     wd = make_workdir(tmp_path_factory.mktemp("commands"), {})
     (wd / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     shutil.copytree(ROOT / "presets", wd / "presets")
-    fake_imagefolder(wd / "data" / "imagenet")
+    fake_imagefolder(wd / "data" / "imagenet", per_class=(4, 11))  # 33 val images: the authors' probe takes 32
     fake_cifar100(wd / "data" / "cifar")
     torch.save({}, wd / "cait_s24_224.pth")
     (wd / "imagenet_paths.yaml").write_text(yaml.safe_dump(

@@ -28,10 +28,12 @@ from .models import block_tokens, build_from_checkpoint, checkpoint_record, forw
 # ---------------------------------------------------------------- probe set
 
 
-def val_split(data_cfg: dict, img_size: int | None = None):
-    """The validation split as an indexable dataset of (image, label)."""
+def val_split(data_cfg: dict, img_size: int | None = None, probe_mode: str = "balanced"):
+    """The validation split as an indexable dataset of (image, label); an ImageFolder's images through the
+    authors' analysis transform for probe mode `authors`, DeiT's evaluation transform otherwise."""
     if data_cfg["source"] == "imagefolder":
-        return image_folder(data_cfg, False, data_cfg["img_size"] or img_size or 224)
+        return image_folder(data_cfg, False, data_cfg["img_size"] or img_size or 224,
+                            "authors" if probe_mode == "authors" else "deit")
     return load_tensor_splits(data_cfg)[1]
 
 
@@ -105,9 +107,10 @@ def block_outputs_and_grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     return blocks, logits.detach(), grad_mag.detach(), feats[0].shape[-2:]
 def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: str | Path, meta: dict,
          dtype: str = "float32", compression: str = "lzf", chunk_images: int = 64, batch_size: int = 128,
-         device: str = "cpu") -> Path:
+         device: str = "cpu", probe_mode: str = "balanced") -> Path:
     """Run the probe set through a checkpoint and write the dump atomically (temp file, then rename).
-    `meta`: model, role, setting, seed, and checkpoint (final, the default, or epoch_E)."""
+    `meta`: model, role, setting, seed, and checkpoint (final, the default, or epoch_E); `probe_mode`:
+    probe.mode, which picks an ImageFolder's transform (val_split)."""
     ckpt = checkpoint_record(ckpt_path)
     try:
         model = build_from_checkpoint(ckpt, device)
@@ -115,7 +118,7 @@ def dump(ckpt_path: str | Path, out: str | Path, *, data_cfg: dict, probe_file: 
         raise CheckpointError(ckpt_path, f"its weights do not fit its own architecture record ({first_line(e)}); "
                                          f"{remedy(ckpt_path)}") from None
     model.requires_grad_(True)
-    split = val_split(data_cfg, ckpt["overrides"].get("img_size"))
+    split = val_split(data_cfg, ckpt["overrides"].get("img_size"), probe_mode)
     probe = read_probe(probe_file, split)
     indices = probe["index"].to_numpy()
     with atomic_path(out) as tmp:
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--out", nargs="+", required=True, help="one HDF5 path per checkpoint")
     pd_.add_argument("--data", required=True)
     pd_.add_argument("--probe-file", required=True)
+    pd_.add_argument("--probe-mode", default="balanced", choices=["balanced", "authors"],
+                     help="probe.mode: authors reads an ImageFolder through the authors' analysis transform")
     pd_.add_argument("--dump", default="{}", help="dump config (JSON): dtype, compression, chunk_images")
     pd_.add_argument("--model-names", nargs="+", required=True, help="model identifier per checkpoint")
     pd_.add_argument("--checkpoint-labels", nargs="+", help="per checkpoint: final or epoch_E (default: final)")
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
              meta={"model": name, "role": args.role, "setting": args.setting, "seed": args.seed,
                    "checkpoint": label},
              dtype=opts.get("dtype", "float32"), compression=opts.get("compression", "lzf"),
-             chunk_images=opts.get("chunk_images", 64), device=device)
+             chunk_images=opts.get("chunk_images", 64), device=device, probe_mode=args.probe_mode)
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -268,8 +268,15 @@ def _cached_arrays(cfg: dict):
     return _ARRAY_CACHE[key]
 
 
-def image_folder(cfg: dict, train: bool, img_size: int):
-    """torchvision ImageFolder over root/train or root/val with timm transforms."""
+# The evaluation transform of an ImageFolder is Resize(size / 0.875) then CenterCrop(size) (256 -> 224), with
+# DeiT's bicubic resize (training and evaluation), or with torchvision's default bilinear one, which the
+# authors' released analysis script uses (its Resize(256); paper.md 2.1): probe.mode authors.
+EVAL_INTERPOLATION = {"deit": "bicubic", "authors": "bilinear"}
+
+
+def image_folder(cfg: dict, train: bool, img_size: int, eval_transform: str = "deit"):
+    """torchvision ImageFolder over root/train or root/val with timm transforms (`eval_transform`: a key of
+    EVAL_INTERPOLATION, for val)."""
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
@@ -283,9 +290,8 @@ def image_folder(cfg: dict, train: bool, img_size: int):
                               re_mode="pixel", hflip=0.5 if aug["hflip"] else 0.0, color_jitter=0.4,
                               interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
-        # Resize(size / 0.875) then CenterCrop(size), bicubic: 256 -> 224 as the authors evaluate.
-        tf = create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=0.875,
-                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        tf = create_transform(img_size, is_training=False, interpolation=EVAL_INTERPOLATION[eval_transform],
+                              crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return ImageFolder(str(root), transform=tf)
 
 

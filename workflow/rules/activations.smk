@@ -17,7 +17,8 @@ DUMP_SHELL = (
     "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
     "--checkpoint-labels {params.checkpoints} "
     "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
-    "--dump {params.dump:q} --probe-file {input.probe} --gpu {resources.gpu} > {log} 2>&1"
+    "--dump {params.dump:q} --probe-file {input.probe} --probe-mode {params.probe_mode} --gpu {resources.gpu} "
+    "> {log} 2>&1"
 )
 
 
@@ -46,6 +47,7 @@ rule dump_model_activations:
         seed=lambda w: config["teacher"]["seed"] if w.model == "teacher" else 0,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
+        probe_mode=config["probe"]["mode"],
     shell:
         DUMP_SHELL
 
@@ -75,5 +77,6 @@ rule dump_activations:
         seed=lambda w: w.seed,
         data=as_json(config["data"]),
         dump=as_json(config["dump"]),
+        probe_mode=config["probe"]["mode"],
     shell:
         DUMP_SHELL
