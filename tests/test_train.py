@@ -5,6 +5,7 @@ import torch
 
 from distdyn import runtime, train
 from distdyn.config import student_spec, teacher_spec
+from distdyn.hashing import checkpoint_digest
 from distdyn.models import load_checkpoint
 from helpers import TIMING, assert_close_weights, log_lines, train_teacher, weights
 
@@ -201,8 +202,9 @@ def test_group_refuses_members_with_different_batches(tiny_cfg, teacher_ckpt, tm
 
 
 def test_group_with_a_store_publishes_skips_and_reports_a_failed_member(tiny_cfg, teacher_ckpt, tmp_path, capsys):
-    """Published members are restored into their folders (hard links) and skipped by the next group job;
-    a member whose loss turns non-finite fails alone: its job reports the error once, then trains again."""
+    """Published members are restored into their folders (copies, never the store's own files) and skipped by
+    the next group job; a member whose loss turns non-finite fails alone: its job reports the error once, then
+    trains again."""
     from distdyn import store
 
     good, bad = student_spec(tiny_cfg, "logit", 0), student_spec(tiny_cfg, "spectral_last", 0)
@@ -214,13 +216,16 @@ def test_group_with_a_store_publishes_skips_and_reports_a_failed_member(tiny_cfg
         "logit": "trained", "spectral_last": "failed"}
     assert json.loads((tmp_path / "ready" / "spectral_last.x.json").read_text())["status"] == "failed"
     entry = store.entry_dir(root, good, "c")
-    assert store.main(["restore", str(entry), "--out", str(tmp_path / "out" / "logit")]) == 0
-    assert (tmp_path / "out" / "logit" / "final.pt").stat().st_ino == (entry / "final.pt").stat().st_ino
-    assert load_checkpoint(tmp_path / "out" / "logit" / "final.pt")["job_key"] == store.job_key(good, "c")
+    teacher = ["--teacher", str(teacher_ckpt)]
+    assert store.main(["restore", str(entry), "--out", str(tmp_path / "out" / "logit"), *teacher]) == 0
+    restored = tmp_path / "out" / "logit" / "final.pt"
+    assert restored.read_bytes() == (entry / "final.pt").read_bytes()
+    assert restored.stat().st_ino != (entry / "final.pt").stat().st_ino
+    assert load_checkpoint(restored)["job_key"] == store.job_key(good, "c", checkpoint_digest(teacher_ckpt))
     failed = store.entry_dir(root, bad, "c")
-    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad")]) == store.FAILED
+    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad"), *teacher]) == store.FAILED
     assert "error: non-finite total loss" in capsys.readouterr().err
-    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad")]) == store.NOT_STORED
+    assert store.main(["restore", str(failed), "--out", str(tmp_path / "out" / "bad"), *teacher]) == store.NOT_STORED
     # a second group job: logit is stored, nothing else to train once spectral_last is fixed and stored
     assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root),
                            code="c") == {"logit": "stored"}
@@ -230,4 +235,51 @@ def test_group_with_a_store_publishes_skips_and_reports_a_failed_member(tiny_cfg
     shutil.rmtree(entry.parent)
     assert train.run_group(members[:1], teacher_path=str(teacher_ckpt), store=str(root),
                            code="c") == {"logit": "adopted"}
-    assert store.read(entry)["files"] == ["log.jsonl", "epoch_1.pt", "final.pt"]
+    assert store.read(entry, checkpoint_digest(teacher_ckpt))["files"] == ["log.jsonl", "epoch_1.pt", "final.pt"]
+
+
+def test_a_stored_student_counts_only_for_the_teacher_it_was_distilled_from(tiny_cfg, teacher_ckpt, tmp_path, capsys):
+    """The teacher's content is in the key: a teacher saved again with the same tensors keeps the stored
+    student, one with other weights trains it again (group job) and is not restored (the student's own job).
+    The store's files are read-only copies: a restored output is a file of its own."""
+    from distdyn import store
+    from distdyn.models import atomic_save
+
+    spec = student_spec(tiny_cfg, "logit", 0)
+    member = [{"spec": spec, "out": str(tmp_path / "out"), "resume": str(tmp_path / "resume.pt")}]
+    root, entry = tmp_path / "store", store.entry_dir(tmp_path / "store", spec, "c")
+    assert train.run_group(member, teacher_path=str(teacher_ckpt), store=str(root), code="c") == {"logit": "trained"}
+    assert all((entry / f).stat().st_mode & 0o222 == 0 for f in ("log.jsonl", "epoch_1.pt", "final.pt"))
+    same, other = tmp_path / "same" / "final.pt", tmp_path / "other" / "final.pt"
+    ckpt = load_checkpoint(teacher_ckpt)
+    atomic_save(ckpt, same)  # other bytes (the archive's name, its serialization id), the same content
+    assert same.read_bytes() != teacher_ckpt.read_bytes() and checkpoint_digest(same) == checkpoint_digest(teacher_ckpt)
+    assert train.run_group(member, teacher_path=str(same), store=str(root), code="c") == {"logit": "stored"}
+    atomic_save({**ckpt, "model": {k: v + 1e-3 for k, v in ckpt["model"].items()}}, other)
+    out = tmp_path / "out"
+    assert store.main(["restore", str(entry), "--out", str(out), "--teacher", str(other)]) == store.NOT_STORED
+    assert "distilled from another teacher" in capsys.readouterr().err and not out.exists()
+    assert train.run_group(member, teacher_path=str(other), store=str(root), code="c") == {"logit": "trained"}
+    assert store.main(["restore", str(entry), "--out", str(out), "--teacher", str(other)]) == 0
+    assert load_checkpoint(out / "final.pt")["job_key"] == store.job_key(spec, "c", checkpoint_digest(other))
+    (out / "log.jsonl").open("a").write("an edit\n")  # an output edited in place leaves the store's copy intact
+    assert "an edit" not in (entry / "log.jsonl").read_text()
+    # A run that reads no teacher keeps the key of its spec and code alone.
+    baseline = student_spec(tiny_cfg, "baseline", 0)
+    assert store.job_key(baseline, "c") == store.job_key(baseline, "c", None)
+
+
+def test_resume_state_counts_only_for_the_teacher_it_was_saved_with(tiny_cfg, teacher_ckpt, tmp_path, capsys):
+    from distdyn.models import atomic_save
+    from distdyn.resume import Resume, state_key
+
+    spec = student_spec(tiny_cfg, "logit", 0)
+    state = tmp_path / "state.pt"
+    Resume(str(state), state_key(spec, checkpoint_digest(teacher_ckpt))).save({"model": {}, "epoch": 1})
+    other = tmp_path / "other.pt"
+    ckpt = load_checkpoint(teacher_ckpt)
+    atomic_save({**ckpt, "model": {k: v + 1e-3 for k, v in ckpt["model"].items()}}, other)
+    train.run(spec, tmp_path / "out", teacher_path=str(other), resume_path=str(state))
+    err = capsys.readouterr().err
+    assert "is stale" in err and "resuming" not in err
+    assert [l["epoch"] for l in log_lines(tmp_path / "out" / "log.jsonl")] == [1, 2]

@@ -9,7 +9,8 @@ import torch
 from .batches import Batches
 from .engine import train_members
 from .io import write_text
-from .members import Member, build_member, load_shared_teacher, shared_teacher_forward
+from .hashing import checkpoint_digest
+from .members import Member, build_member, load_shared_teacher, reads_teacher, shared_teacher_forward
 from .runtime import log, make_runtime, run_header, seed_everything
 from .store import adopt, entry_dir, job_key, publish, publish_failure, read as read_entry, staging_dir
 
@@ -22,10 +23,10 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
     """Train students that see the same batches (one seed) together: one teacher forward per batch.
 
     `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE}, ...] (resume and ready optional).
-    Without `store`, each member writes its
-    files into its `out`, exactly as `run` would. With `store`, a member already stored there under its
-    key (distdyn.store.job_key of spec and `code`), or finished in its `out` under the same key, is
-    skipped; the others train in a staging folder of the store and are published there when done.
+    Without `store`, each member writes its files into its `out`, exactly as `run` would. With `store`, a
+    member already stored there under its key (distdyn.store.job_key of spec, `code` and the teacher's
+    content digest, hashed once here) or finished in its `out` under the same key is skipped; the others
+    train in a staging folder of the store and are published there when done.
     Returns {setting: status} (trained, stored, adopted, failed), which each member's `ready` file
     receives as JSON at the end (the group rule's outputs).
     """
@@ -35,16 +36,19 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
         if diff:
             raise ValueError(f"settings {specs[0]['name']!r} and {s['name']!r} cannot train together: "
                              f"their {', '.join(diff)} differ")
-    keys = [job_key(s, code) for s in specs]
+    digest = checkpoint_digest(teacher_path) if teacher_path and any(map(reads_teacher, specs)) else None
+    teachers = [digest if reads_teacher(s) else None for s in specs]
+    keys = [job_key(s, code, t) for s, t in zip(specs, teachers)]
     status, todo = {}, []
-    for m, key in zip(members, keys):
+    for m, key, t in zip(members, keys, teachers):
         entry = entry_dir(store, m["spec"], code) if store else None
-        if entry is not None and read_entry(entry) is not None:
+        if entry is not None and read_entry(entry, t) is not None:
             status[m["spec"]["name"]] = "stored"
         elif entry is not None and _finished_in(Path(m["out"]), key, _run_files(m["spec"])):
             status[m["spec"]["name"]] = "adopted"
         else:
             todo.append((m, key, entry))
+    teacher_of = {s["name"]: t for s, t in zip(specs, teachers)}
     if threads:
         for m, _, _ in todo:
             m["spec"] = {**m["spec"], "train": {**m["spec"]["train"], "threads": threads}}
@@ -59,7 +63,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             if name in status:
                 log(f"{name}: {status[name]} (key {key}), not trained again")
                 if status[name] == "adopted":
-                    _adopt(m, entry_dir(store, m["spec"], code))
+                    _adopt(m, entry_dir(store, m["spec"], code), key, teacher_of[name])
     built, entries = [], {}
     if todo:
         torch.set_num_threads(todo[0][0]["spec"]["train"]["threads"])
@@ -77,6 +81,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
                 out.mkdir(parents=True, exist_ok=True)
             header = f"{run_header(m['spec'], rt)}, one teacher forward shared by {len(todo)} students"
             member = build_member(m["spec"], out, m.get("resume"), rt, batches, teacher, gen, job_key=key,
+                                  weights_digest=teacher_of[m["spec"]["name"]],
                                   prefix=f"{m['spec']['name']} seed {m['spec']['seed']}: ", header=header)
             built.append(member)
             entries[member.spec["name"]] = entry
@@ -87,7 +92,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             if entry is None:
                 return
             meta = {"name": name, "seed": member.spec["seed"], "key": member.job_key,
-                    "job": f"the group job of seed {member.spec['seed']}"}
+                    "teacher": member.weights_digest, "job": f"the group job of seed {member.spec['seed']}"}
             if member.error is not None:
                 publish_failure(entry, str(member.error), member.lines, meta)
             else:
@@ -123,6 +128,6 @@ def _finished_in(out: Path, key: str, files: list[str]) -> bool:
         return False
 
 
-def _adopt(m: dict, entry: Path) -> None:
+def _adopt(m: dict, entry: Path, key: str, teacher: str | None) -> None:
     adopt(Path(m["out"]), entry, _run_files(m["spec"]), {"name": m["spec"]["name"], "seed": m["spec"]["seed"],
-                                                          "key": entry.name})
+                                                          "key": key, "teacher": teacher})

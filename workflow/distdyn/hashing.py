@@ -13,3 +13,32 @@ import json
 def config_hash(obj) -> str:
     """Short stable hash of any JSON-serialisable object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def checkpoint_digest(path) -> str:
+    """Short hash of a checkpoint's content, for the keys of the runs that read it (a student's teacher).
+
+    torch.save writes a zip archive whose folder is named after the file (atomic writers save under a
+    temporary name) and which holds a random serialization id, so two saves of the same tensors differ
+    in their bytes: the records are hashed by name within the folder, without that id. Any other file
+    is hashed as its bytes.
+    """
+    import zipfile
+
+    h = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as z:
+            records = sorted((info.filename.split("/", 1)[-1], info) for info in z.infolist())
+            for name, info in records:
+                if name == ".data/serialization_id":
+                    continue
+                h.update(f"{name}\0{info.file_size}\0".encode())
+                with z.open(info) as f:
+                    while block := f.read(1 << 20):
+                        h.update(block)
+    except zipfile.BadZipFile:
+        h = hashlib.sha256(b"file\0")
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]

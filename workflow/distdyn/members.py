@@ -17,7 +17,7 @@ from .hashing import config_hash
 from .jobenv import stamp
 from .losses import DistillationLoss, needs_teacher
 from .models import build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
-from .resume import MemberRNG, Resume, RunState
+from .resume import MemberRNG, Resume, RunState, state_key
 from .runtime import Runtime, compiled
 
 
@@ -98,6 +98,7 @@ class Member:
     gen_state: torch.Tensor  # the data generator's state at the start of its next epoch
     state: RunState
     job_key: str | None = None
+    weights_digest: str | None = None  # checkpoint_digest of the weights it reads: its teacher (None: it reads none)
     prefix: str = ""  # its name in the log lines of a group job
     lines: list[str] = field(default_factory=list)  # its own log lines
     metrics: dict | None = None
@@ -136,11 +137,13 @@ def shared_teacher_forward(teacher, members: list[Member], rt: Runtime):
 
 def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, batches: Batches, teacher,
                  gen: torch.Generator, *, model: nn.Module | None = None, record: dict | None = None,
-                 job_key: str | None = None, prefix: str = "", header: str | None = None) -> Member:
+                 job_key: str | None = None, weights_digest: str | None = None, prefix: str = "",
+                 header: str | None = None) -> Member:
     """A run's model, loss, optimizer and resume state, as when it trains alone.
 
     Its RNG stream starts from torch.manual_seed(seed) (`model`, if given, was built right after
-    seeding); with a resume state it continues from the saved epoch, RNG and data-generator state.
+    seeding); with a resume state of its spec and weights read (`weights_digest`) it continues from the saved
+    epoch, RNG and data-generator state.
     """
     if model is None:
         torch.manual_seed(spec["seed"])
@@ -154,8 +157,8 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
         criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, spec["train"], rt)
     rng = MemberRNG(rt.device)
-    member = Member(spec, Path(out), Resume(resume_path, config_hash(spec)), model, criterion, opt, sched, None, rng,
-                    record, gen.get_state(), RunState(), job_key, prefix)
+    member = Member(spec, Path(out), Resume(resume_path, state_key(spec, weights_digest)), model, criterion, opt,
+                    sched, None, rng, record, gen.get_state(), RunState(), job_key, weights_digest, prefix)
     if header and rt.main:
         member.log(header)
     # Every rank loads the saved state; only rank 0 writes it.

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .hashing import config_hash
 from .models import atomic_save
 from .runtime import log
+from .store import copy_file
 
 
 @dataclass
@@ -19,27 +20,23 @@ class RunState:
     checkpoints: list[str] = field(default_factory=list)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        import shutil
-
-        shutil.copy2(src, dst)
+def state_key(spec: dict, weights: str | None = None) -> str:
+    """What a resume state must have been saved under to be resumed: the run's spec and the checkpoint_digest
+    of the weights it reads, a student's teacher or a teacher's starting checkpoint (a run that reads none
+    keeps the spec's hash)."""
+    return config_hash(spec) if weights is None else config_hash({"spec": spec, "weights": weights})
 
 
 class Resume:
-    """Full training state kept outside the rule's outputs, tied to the spec by its hash.
+    """Full training state kept outside the rule's outputs, tied to the run by its state_key.
 
-    Epoch checkpoints are hard-linked beside it, so Snakemake deleting the
-    outputs of a killed job loses nothing.
+    Epoch checkpoints are copied beside it (copy_file: never a hard link, so an output edited in place
+    does not change the kept copy), so Snakemake deleting the outputs of a killed job loses nothing.
     """
 
-    def __init__(self, path: str | None, spec_hash: str):
+    def __init__(self, path: str | None, key: str):
         self.path = Path(path) if path else None
-        self.hash = spec_hash
+        self.hash = key
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():
@@ -50,7 +47,8 @@ class Resume:
             log(f"resume state {self.path} is unreadable ({e}); starting from scratch")
             return None
         if state.get("spec_hash") != self.hash:
-            log(f"resume state {self.path} is stale (spec hash {state.get('spec_hash')} != {self.hash}); ignored")
+            log(f"resume state {self.path} is stale (it was saved for key {state.get('spec_hash')}, this run's spec "
+                f"and weights give {self.hash}); ignored")
             return None
         log(f"resuming from {self.path} after epoch {state['epoch']}")
         return state
@@ -61,12 +59,12 @@ class Resume:
 
     def keep(self, ckpt: Path) -> None:
         if self.path is not None:
-            _link_or_copy(ckpt, self.path.parent / f"{self.path.stem}.{ckpt.name}")
+            copy_file(ckpt, self.path.parent / f"{self.path.stem}.{ckpt.name}")
 
     def restore(self, ckpt: Path) -> None:
         kept = self.path.parent / f"{self.path.stem}.{ckpt.name}" if self.path else None
         if kept is not None and kept.is_file() and not ckpt.is_file():
-            _link_or_copy(kept, ckpt)
+            copy_file(kept, ckpt)
 
     def clear(self) -> None:
         if self.path is None:

@@ -1,20 +1,25 @@
-"""Finished student runs, kept under the hash of their spec and training code (no torch in here).
+"""Finished student runs, kept under the hash of their spec, training code and teacher (no torch in here).
 
 A `distill_group` job trains the students of one seed that need the teacher together, one teacher
 forward per batch for all of them (`distdyn.train --group`), and publishes each finished student
 here, outside every rule's outputs:
 
-    {store}/{setting}_seed_{seed}/{key}/   the run's files (log.jsonl, epoch_E.pt, final.pt),
+    {store}/{setting}_seed_{seed}/{key}/   the run's files (log.jsonl, epoch_E.pt, final.pt), read-only,
                                            train.log (its own log lines) and entry.json
-    key = job_key(spec, code): the student's spec and the fingerprint of the training code
+    key = job_key(spec, code): the student's spec and the fingerprint of the training code (known when
+          Snakemake plans the jobs); entry.json adds the teacher's checkpoint_digest (known once the
+          teacher is trained), and the entry counts only for that teacher
 
 Each student's own job (`distill_student`, outputs at the usual paths) then runs
 
-    python -m distdyn.store restore ENTRY --out DIR -- TRAINING COMMAND ...
+    python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] -- TRAINING COMMAND ...
 
-which hard-links the entry's files into DIR and prints the student's log lines (no training, and no
-torch import, so it takes a fraction of a second), or, when there is no entry, replaces itself with
-the training command: the student trains alone, as without sharing. A student whose training failed
+which copies the entry's files into DIR (copy_file: a reflink where the filesystem has them) and
+prints the student's log lines (no training, and no torch import, so it takes a fraction of a
+second), or, when there is no entry for this teacher, replaces itself with the training command: the
+student trains alone, as without sharing. Outputs and the store never share a file, so an output
+edited in place (a log opened for append, a checkpoint saved over) leaves the stored run intact, and
+deleting the output restores the good file. A student whose training failed
 in the group job (a non-finite loss) has an entry that says so: its job prints the error and fails,
 and drops the entry, so the next run trains it again.
 
@@ -31,7 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .hashing import config_hash
+from .hashing import checkpoint_digest, config_hash
 from .jobenv import stamp
 
 ENTRY = "entry.json"
@@ -40,9 +45,15 @@ PARTIAL = ".partial"
 NOT_STORED, FAILED = 1, 3  # exit statuses of `restore` without a training command
 
 
-def job_key(spec: dict, code: str | None) -> str:
-    """The hash a finished run is stored under: everything its job's params hold (spec and code fingerprint)."""
-    return config_hash({"spec": spec, "code": code})
+# linux/fs.h FICLONE: the destination shares the source's blocks until either is written (copy-on-write)
+FICLONE = 0x40049409
+
+
+def job_key(spec: dict, code: str | None, weights: str | None = None) -> str:
+    """The hash of everything a training run reads: its job's params (spec, code fingerprint) and the
+    checkpoint_digest of the weights it reads, a student's teacher or a teacher's starting checkpoint (None
+    for a run that reads none, e.g. the no-KD baseline, whose key is then the spec's and code's alone)."""
+    return config_hash({"spec": spec, "code": code, **({"weights": weights} if weights is not None else {})})
 
 
 def entry_dir(root: str | os.PathLike, spec: dict, code: str | None) -> Path:
@@ -54,8 +65,8 @@ def staging_dir(entry: Path) -> Path:
     return entry.with_name(entry.name + PARTIAL)
 
 
-def read(entry: str | os.PathLike) -> dict | None:
-    """The entry's record if it is complete (its files all there), else None."""
+def record(entry: str | os.PathLike) -> dict | None:
+    """The entry's record if it is complete (its files all there), whichever teacher it was distilled from."""
     entry = Path(entry)
     try:
         info = json.loads((entry / ENTRY).read_text())
@@ -66,15 +77,39 @@ def read(entry: str | os.PathLike) -> dict | None:
     return info
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def read(entry: str | os.PathLike, teacher: str | None = None) -> dict | None:
+    """The entry's record if it is complete and was distilled from `teacher` (a checkpoint_digest; None for
+    a run without one), else None."""
+    info = record(entry)
+    return info if info is not None and info.get("teacher") == teacher else None
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """`src` copied to `dst` through a temporary name: a reflink where the filesystem has them (XFS, btrfs:
+    no data copied until one of the two is written), else a plain copy. Never a hard link, so writing
+    into one of the two in place leaves the other as it was."""
+    import fcntl
+
+    src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.restore")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.copy")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            with open(src, "rb") as fsrc, open(tmp, "wb") as fdst:
+                fcntl.ioctl(fdst.fileno(), FICLONE, fsrc.fileno())
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _seal(entry: Path, files: list[str]) -> None:
+    """Make an entry's run files read-only: an in-place write into the store fails loudly (but as root)."""
+    for name in files:
+        (entry / name).chmod(0o444)
 
 
 def _write(entry_tmp: Path, info: dict, log_lines: list[str]) -> None:
@@ -93,7 +128,9 @@ def _install(tmp: Path, entry: Path) -> None:
 
 
 def publish(staging: Path, entry: Path, files: list[str], log_lines: list[str], meta: dict) -> None:
-    """A group job's finished student: `files` (written into `staging`) become the entry."""
+    """A group job's finished student: `files` (written into `staging`) become the entry. `meta` holds the
+    name, seed, key and teacher (its checkpoint_digest) of the run."""
+    _seal(staging, files)
     _write(staging, {**meta, "status": "done", "files": list(files)}, log_lines)
     _install(staging, entry)
 
@@ -112,15 +149,21 @@ def adopt(out: Path, entry: Path, files: list[str], meta: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in files:
-        _link_or_copy(out / name, tmp / name)
-    publish(tmp, entry, files, [f"{stamp()} adopted the finished run in {out} (same spec and training code)"], meta)
+        copy_file(out / name, tmp / name)
+    publish(tmp, entry, files, [f"{stamp()} adopted the finished run in {out} (same spec, training code and teacher)"],
+            meta)
 
 
-def restore(entry: str | os.PathLike, out: str | os.PathLike) -> int:
-    """The entry's files into `out`: 0 when restored, NOT_STORED without an entry, FAILED for a failed run."""
+def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | None = None) -> int:
+    """The entry's files into `out` (copies): 0 when restored, NOT_STORED without an entry for `teacher`
+    (the checkpoint_digest of the student's teacher, None without one), FAILED for a failed run."""
     entry, out = Path(entry), Path(out)
-    info = read(entry)
+    info = record(entry)
     if info is None:
+        return NOT_STORED
+    if info.get("teacher") != teacher:
+        print(f"{stamp()} the run stored in {entry} was distilled from another teacher (checkpoint digest "
+              f"{info.get('teacher')}; this job's teacher has {teacher}): not restored", file=sys.stderr, flush=True)
         return NOT_STORED
     if info["status"] == "failed":
         print(f"{stamp()} error: {info['error']} (in {info.get('job') or 'a group job'}); the entry "
@@ -128,7 +171,7 @@ def restore(entry: str | os.PathLike, out: str | os.PathLike) -> int:
         shutil.rmtree(entry, ignore_errors=True)
         return FAILED
     for name in info["files"]:
-        _link_or_copy(entry / name, out / name)
+        copy_file(entry / name, out / name)
     print(f"{stamp()} restored {info.get('name')} seed {info.get('seed')} from {entry} "
           f"({', '.join(info['files'])}); its log lines from {info.get('job') or 'training'}:", file=sys.stderr)
     log = entry / LOG
@@ -148,11 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("restore", help="restore a stored student into its output folder, else run COMMAND",
-                       usage="python -m distdyn.store restore ENTRY --out DIR [-- COMMAND ...]")
+                       usage="python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [-- COMMAND ...]")
     r.add_argument("entry", help="the student's entry folder (entry_dir)")
     r.add_argument("--out", required=True, help="the student's output folder")
+    r.add_argument("--teacher", help="the student's teacher checkpoint: restored only if the entry was distilled "
+                                     "from a checkpoint with the same content")
     args = p.parse_args(argv)
-    status = restore(args.entry, args.out)
+    status = restore(args.entry, args.out, checkpoint_digest(args.teacher) if args.teacher else None)
     if status == NOT_STORED and command:
         print(f"{stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
               flush=True)

@@ -26,6 +26,7 @@ model, loss, optimizer; its checkpoint), `engine` (the step, the epoch, evaluati
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -37,19 +38,26 @@ from .engine import NonFiniteLossError, evaluate, train_members
 from .errors import CheckpointError, cli, first_line
 from .group import run_group
 from .io import read_spec, write_lines
-from .members import build_member, checkpoint_dict, load_shared_teacher, model_record, shared_teacher_forward
+from .hashing import checkpoint_digest
+from .members import (build_member, checkpoint_dict, load_shared_teacher, model_record, reads_teacher,
+                      shared_teacher_forward)
 from .models import atomic_save, create_model, load_checkpoint, state_dict_of
 from .runtime import log, make_runtime, run_header, seed_everything
 from .store import job_key
 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
-        gpu: int = 0, device: str = "auto", key: str | None = None) -> list[dict]:
+        gpu: int = 0, device: str = "auto", code: str | None = None, key_spec: dict | None = None) -> list[dict]:
     """Train one model (a teacher with `checkpoint` starts from it; with 0 epochs it is imported and evaluated).
 
-    `key` is recorded in its checkpoints (default: distdyn.store.job_key of the spec without code).
+    Its key, recorded in its checkpoints, is distdyn.store.job_key of `key_spec` (default: the spec), `code`
+    and the content of the weights it reads (the teacher at `teacher_path`, or a teacher's starting
+    checkpoint), hashed once here; its resume state counts only for the same spec and weights.
     Returns the log records.
     """
+    weights = teacher_path if reads_teacher(spec) else spec.get("checkpoint") if spec["role"] == "teacher" else None
+    digest = checkpoint_digest(weights) if weights else None
+    key = job_key(key_spec or spec, code, digest)
     out = Path(out_dir)
     train_cfg = spec["train"]
     rt = make_runtime(train_cfg, gpu, device)
@@ -78,13 +86,13 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
                 "n_parameters": sum(p.numel() for p in model.parameters()), "source": spec["checkpoint"]}
         if rt.main:
             write_lines([json.dumps(line)], log_path)
-            atomic_save(checkpoint_dict(model, spec, record, 0, metrics, correct=correct), out / "final.pt")
+            atomic_save(checkpoint_dict(model, spec, record, 0, metrics, key, correct=correct), out / "final.pt")
             log(f"imported teacher {spec['checkpoint']}: top-1 {metrics['test_acc1']:.2f}%")
         return [line]
 
     teacher = load_shared_teacher(teacher_path, [spec], batches, rt)
-    key = key if key is not None else job_key(spec, None)
-    member = build_member(spec, out, resume_path, rt, batches, teacher, gen, model=model, record=record, job_key=key)
+    member = build_member(spec, out, resume_path, rt, batches, teacher, gen, model=model, record=record, job_key=key,
+                          weights_digest=digest)
     train_members([member], shared_teacher_forward(teacher, [member], rt), batches, gen, rt)
     if member.error is not None:
         raise member.error
@@ -119,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                       device=args.device, threads=args.threads)
             return 0
         spec = read_spec(args.spec)
-        key = job_key(spec, args.code)  # of the spec as the job's params hold it, before --threads
+        params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it, before --threads
         if args.threads:
             spec["train"]["threads"] = args.threads
         run(spec, args.out, teacher_path=args.teacher, resume_path=args.resume,
-            gpu=args.gpu, device=args.device, key=key)
+            gpu=args.gpu, device=args.device, code=args.code, key_spec=params_spec)
     except NonFiniteLossError as e:
         log(f"error: {e}")
         return 3

@@ -215,11 +215,12 @@ def student_runs():
 # Students of one seed see the same batches. With student.share_teacher (the default), those that
 # need the teacher train in one distill_group job per seed: one teacher forward per batch, then each
 # student's own step (distdyn.train --group). It publishes each finished student to STUDENT_STORE
-# under the hash of its spec and code, and skips students already stored there (or finished in
-# their output folder under the same hash): a changed or added setting trains only itself.
+# under the hash of its spec and code and the content digest of the teacher, and skips students
+# already stored there for that teacher (or finished in their output folder under the same key): a
+# changed or added setting trains only itself, a changed teacher every student that reads it.
 # Each student keeps its own distill_student job, params and outputs; for a shared student the job
-# restores its files from the store (distdyn.store restore: hard links, no training) and trains
-# alone only when nothing is stored.
+# restores its files from the store (distdyn.store restore: copies, no training) and trains alone
+# only when nothing is stored for its teacher (the entry records the teacher's content digest).
 # The group job's outputs are one small status file per student, named by the hash of that
 # student's spec (seed aside) and code, and each student's job takes its own as an ancient() input.
 # When one student changes, only its file is new: the group job runs, and of the student jobs only

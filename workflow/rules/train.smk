@@ -102,6 +102,6 @@ rule distill_student:
         resume=lambda w: student_resume(w.setting, w.seed),
         launch=launcher(config["student"]["train"]),
     shell:
-        "python -m distdyn.store restore {params.entry} --out {params.out} -- "
+        "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
