@@ -271,11 +271,12 @@ def test_a_stored_student_counts_only_for_the_teacher_it_was_distilled_from(tiny
 
 def test_resume_state_counts_only_for_the_teacher_it_was_saved_with(tiny_cfg, teacher_ckpt, tmp_path, capsys):
     from distdyn.models import atomic_save
-    from distdyn.resume import Resume, state_key
+    from distdyn.resume import Resume
+    from distdyn.store import job_key
 
     spec = student_spec(tiny_cfg, "logit", 0)
     state = tmp_path / "state.pt"
-    Resume(str(state), state_key(spec, checkpoint_digest(teacher_ckpt))).save({"model": {}, "epoch": 1})
+    Resume(str(state), job_key(spec, None, checkpoint_digest(teacher_ckpt))).save({"model": {}, "epoch": 1})
     other = tmp_path / "other.pt"
     ckpt = load_checkpoint(teacher_ckpt)
     atomic_save({**ckpt, "model": {k: v + 1e-3 for k, v in ckpt["model"].items()}}, other)

@@ -173,6 +173,88 @@ def test_changed_loss_weight_trains_only_that_setting_and_leaves_the_others_unto
                                    if k not in ("distill_group", "distill_student")}
 
 
+SHARED = ["logit", "spectral_last", "projector_first"]  # the students that read the teacher
+STORE = "results/.resume/students/done"
+
+
+def _digests(workdir, folder):
+    import hashlib
+
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((workdir / folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def linked_copy(finished_run, tmp_path):
+    """A copy of the finished run as `cp -a` makes it: files that are one file (hard links) stay one file."""
+    import subprocess
+
+    dst = tmp_path / "linked"
+    subprocess.run(["cp", "-a", str(finished_run), str(dst)], check=True)
+    return dst
+
+
+def test_a_changed_teacher_retrains_every_student_that_reads_it_and_only_those(linked_copy):
+    """teacher.train.epochs changed: the teacher and the three students that read it train again (the group
+    job finds their stored runs distilled from the old teacher); the baseline's files are not rewritten, and
+    what is left to do is exactly what reads the new teacher or the new students. Then the teacher's final.pt
+    overwritten in place with something else: asking for a student reads the teacher and fails in one line
+    instead of restoring the old run."""
+    import torch
+
+    wd = linked_copy
+    before = _student_files(wd)
+    _edit_config(wd, lambda cfg: cfg["teacher"]["train"].update(epochs=3))
+    snakemake(wd, "--cores", "2", *(f"results/students/{s}/seed_0/final.pt" for s in STUDENTS))
+    after = _student_files(wd)
+    changed = {p.parts[-3] for p in before if after[p] != before[p]}
+    assert changed == set(SHARED)
+    assert all(after[p][0] != before[p][0] for p in before if p.name == "final.pt" and p.parts[-3] in SHARED)
+    group_log = (wd / "results/logs/distill_group/seed_0.log").read_text()
+    assert f"sharing one teacher forward: {', '.join(SHARED)}\n" in group_log and "not trained again" not in group_log
+    assert _planned(wd) == {"dump_model_activations": 1, "dump_activations": 3, "compute_model_metrics": 1,
+                            "compute_metrics": 3, "cka": 4, **AGGREGATES}
+    torch.save(torch.zeros(3), wd / "results/teacher/final.pt")  # in place, as a script would
+    proc = snakemake(wd, "--cores", "2", "results/students/logit/seed_0/final.pt", check=False)
+    out = proc.stdout + proc.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert errors and "results/teacher/final.pt: expected a dict checkpoint" in errors[0], out[-3000:]
+
+
+def _damage_in_place(workdir):
+    """The five damages of an output that a script or editor makes by writing into the file itself."""
+    import torch
+
+    d = workdir / "results/students"
+    torch.save(torch.zeros(3), d / "logit/seed_0/final.pt")  # not a dict
+    torch.save({"epoch": 1}, d / "spectral_last/seed_0/epoch_1.pt")  # no weights
+    with open(d / "projector_first/seed_0/log.jsonl", "a") as f:
+        f.write('{"epoch": 3, "te')  # a corrupt line
+    with open(d / "spectral_last/seed_0/log.jsonl", "r+") as f:
+        f.truncate(40)
+    with open(d / "logit/seed_0/log.jsonl", "w"):
+        pass  # emptied
+    return ["logit/seed_0/final.pt", "spectral_last/seed_0/epoch_1.pt", "projector_first/seed_0/log.jsonl",
+            "spectral_last/seed_0/log.jsonl", "logit/seed_0/log.jsonl"]
+
+
+def test_outputs_edited_in_place_leave_the_store_intact_and_are_restored_from_it(linked_copy):
+    """Each damaged output leaves the store's files byte-identical; deleted (as the readers' error lines say),
+    the next run restores the good files from the store, training nothing."""
+    wd = linked_copy
+    store, outputs = _digests(wd, STORE), _digests(wd, "results/students")
+    damaged = _damage_in_place(wd)
+    assert _digests(wd, STORE) == store
+    assert all(_digests(wd, "results/students")[f"results/students/{f}"] != outputs[f"results/students/{f}"]
+               for f in damaged)
+    for f in damaged:
+        (wd / "results/students" / f).unlink()
+    proc = snakemake(wd, "--cores", "2", *(f"results/students/{s}/seed_0/final.pt" for s in SHARED))
+    assert _digests(wd, "results/students") == outputs and _digests(wd, STORE) == store
+    assert "rule distill_group" not in proc.stdout and "distdyn.train --spec" not in proc.stdout
+
+
 def test_share_teacher_off_trains_every_student_in_its_own_job(tmp_path):
     workdir = make_workdir(tmp_path, {**TINY, "student": {**TINY["student"], "share_teacher": False}})
     assert _planned(workdir) == {**{k: v for k, v in ALL_JOBS.items() if k != "distill_group"}, "build_kernels": 1}

@@ -17,7 +17,7 @@ from .hashing import config_hash
 from .jobenv import stamp
 from .losses import DistillationLoss, needs_teacher
 from .models import build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
-from .resume import MemberRNG, Resume, RunState, state_key
+from .resume import MemberRNG, Resume, RunState
 from .runtime import Runtime, compiled
 
 
@@ -142,7 +142,7 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
     """A run's model, loss, optimizer and resume state, as when it trains alone.
 
     Its RNG stream starts from torch.manual_seed(seed) (`model`, if given, was built right after
-    seeding); with a resume state of its spec and weights read (`weights_digest`) it continues from the saved
+    seeding); with a resume state saved under its `job_key` (spec, code, weights read) it continues from the saved
     epoch, RNG and data-generator state.
     """
     if model is None:
@@ -157,8 +157,9 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
         criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, spec["train"], rt)
     rng = MemberRNG(rt.device)
-    member = Member(spec, Path(out), Resume(resume_path, state_key(spec, weights_digest)), model, criterion, opt,
-                    sched, None, rng, record, gen.get_state(), RunState(), job_key, weights_digest, prefix)
+    resume = Resume(resume_path, job_key or config_hash(spec))  # resumed only by a run of the same key
+    member = Member(spec, Path(out), resume, model, criterion, opt, sched, None, rng, record, gen.get_state(),
+                    RunState(), job_key, weights_digest, prefix)
     if header and rt.main:
         member.log(header)
     # Every rank loads the saved state; only rank 0 writes it.

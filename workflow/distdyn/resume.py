@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from .hashing import config_hash
 from .models import atomic_save
 from .runtime import log
 from .store import copy_file
@@ -20,15 +19,9 @@ class RunState:
     checkpoints: list[str] = field(default_factory=list)
 
 
-def state_key(spec: dict, weights: str | None = None) -> str:
-    """What a resume state must have been saved under to be resumed: the run's spec and the checkpoint_digest
-    of the weights it reads, a student's teacher or a teacher's starting checkpoint (a run that reads none
-    keeps the spec's hash)."""
-    return config_hash(spec) if weights is None else config_hash({"spec": spec, "weights": weights})
-
-
 class Resume:
-    """Full training state kept outside the rule's outputs, tied to the run by its state_key.
+    """Full training state kept outside the rule's outputs, tied to the run by its key (distdyn.store.job_key:
+    spec, code, and the content of the weights it reads).
 
     Epoch checkpoints are copied beside it (copy_file: never a hard link, so an output edited in place
     does not change the kept copy), so Snakemake deleting the outputs of a killed job loses nothing.
@@ -47,8 +40,8 @@ class Resume:
             log(f"resume state {self.path} is unreadable ({e}); starting from scratch")
             return None
         if state.get("spec_hash") != self.hash:
-            log(f"resume state {self.path} is stale (it was saved for key {state.get('spec_hash')}, this run's spec "
-                f"and weights give {self.hash}); ignored")
+            log(f"resume state {self.path} is stale (it was saved for key {state.get('spec_hash')}, this run's spec, "
+                f"code and weights give {self.hash}); ignored")
             return None
         log(f"resuming from {self.path} after epoch {state['epoch']}")
         return state

@@ -52,7 +52,7 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
 
     Its key, recorded in its checkpoints, is distdyn.store.job_key of `key_spec` (default: the spec), `code`
     and the content of the weights it reads (the teacher at `teacher_path`, or a teacher's starting
-    checkpoint), hashed once here; its resume state counts only for the same spec and weights.
+    checkpoint), hashed once here; its resume state counts only for the same key.
     Returns the log records.
     """
     weights = teacher_path if reads_teacher(spec) else spec.get("checkpoint") if spec["role"] == "teacher" else None

@@ -122,6 +122,17 @@ def weights_source(name):
     return f"{flags} --pretrained {shlex.quote(as_json(entry['pretrained']))}"
 
 
+def weights_file(name):
+    """The local file fetch_weights reads (a checkpoint, or a pretrained weights file), as its input: one
+    replaced at the same path is imported again. A tag or hub id has none (fetched once)."""
+    from distdyn.models import is_weights_file
+
+    entry = EXTRA_MODELS.get(name, {"pretrained": config["teacher"]["pretrained"], "checkpoint": None})
+    if entry["checkpoint"]:
+        return [entry["checkpoint"]]
+    return [entry["pretrained"]] if is_weights_file(entry["pretrained"]) else []
+
+
 def model_role(name):
     return "teacher" if name == "teacher" else "model"
 

@@ -4,6 +4,8 @@ localrules:
 
 
 rule fetch_weights:
+    input:
+        weights=lambda w: weights_file(w.fetched),
     output:
         "results/models/{fetched}/weights.pt",
     log:
@@ -44,7 +46,7 @@ rule pretrain_teacher:
         resume="results/.resume/teacher.pt",
     shell:
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
-        "--resume {params.resume} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
 rule distill_group:
