@@ -106,3 +106,29 @@ def test_report_builds(paper_run):
     proc = run_command(paper_run, with_overlay(paper_command(), "cpu_sizes.yaml"), "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (paper_run / "results/report.html").stat().st_size > 100_000
+
+
+def test_a_pretrained_file_replaced_at_its_path_retrains_the_teacher_and_its_students(paper_run):
+    """The local pretrained file is an input of fetch_weights: other weights at the same path are fetched and
+    imported again, and every student that reads the teacher is planned (its key holds the teacher's content;
+    tests/test_train.py checks that the group job then trains them again). Dry run; the file is put back."""
+    import os
+    import re
+
+    import timm
+
+    path = paper_run / "cait_s24_224.pth"
+    saved, times = path.read_bytes(), (path.stat().st_atime, path.stat().st_mtime)
+    try:
+        torch.manual_seed(1)
+        torch.save(timm.create_model("cait_s24_224", num_classes=3).state_dict(), path)
+        proc = run_command(paper_run, with_overlay(paper_command(), "cpu_sizes.yaml"), "-n")
+    finally:
+        path.write_bytes(saved)
+        os.utime(path, times)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    table = out[re.search(r"^job\s+count$", out, re.M).end():]
+    planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[:table.index("total")], re.M)}
+    assert {k: planned.get(k) for k in ("fetch_weights", "pretrain_teacher", "distill_group", "distill_student")} == {
+        "fetch_weights": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 7}

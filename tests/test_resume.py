@@ -71,6 +71,32 @@ def test_killed_run_resumes_to_identical_weights(slow_setup, sig):
     assert not resume.exists()  # cleared after a finished run
 
 
+@pytest.mark.slow
+def test_killed_run_rerun_with_another_teacher_starts_from_scratch(slow_setup):
+    """The teacher's content is in the resume state's key: a student killed mid-run whose teacher changed
+    (retrained, replaced) does not continue the old teacher's half-run."""
+    import torch
+
+    from distdyn.models import atomic_save, load_checkpoint
+
+    spec, tmp = slow_setup
+    out, resume, teacher = tmp / "killed_other_teacher", tmp / "resume_other_teacher" / "state.pt", tmp / "teacher"
+    assert _kill_after(_cmd(spec, out, teacher / "final.pt", resume), out / "log.jsonl", 2, signal.SIGKILL) != 0
+    assert resume.is_file()
+    ckpt = load_checkpoint(teacher / "final.pt")
+    other = tmp / "other_teacher" / "final.pt"
+    atomic_save({**ckpt, "model": {k: v * 1.01 if torch.is_floating_point(v) else v for k, v in ckpt["model"].items()}},
+                other)
+    for p in out.glob("*"):
+        p.unlink()
+    done = subprocess.run(_cmd(spec, out, other, resume), env=package_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is stale" in done.stderr and "resuming from" not in done.stderr
+    assert [l["epoch"] for l in log_lines(out / "log.jsonl")] == [1, 2, 3, 4, 5]
+    assert not same_weights(out / "final.pt", tmp / "reference" / "final.pt")
+
+
 def test_stale_resume_state_is_ignored(tiny_cfg, tmp_path, capsys):
     spec = student_spec(tiny_cfg, "baseline", 0)
     spec["train"]["epochs"] = 2

@@ -250,7 +250,7 @@ def test_outputs_edited_in_place_leave_the_store_intact_and_are_restored_from_it
                for f in damaged)
     for f in damaged:
         (wd / "results/students" / f).unlink()
-    proc = snakemake(wd, "--cores", "2", *(f"results/students/{s}/seed_0/final.pt" for s in SHARED))
+    proc = snakemake(wd, "--cores", "2", *(f"results/students/{f}" for f in damaged))
     assert _digests(wd, "results/students") == outputs and _digests(wd, STORE) == store
     assert "rule distill_group" not in proc.stdout and "distdyn.train --spec" not in proc.stdout
 
