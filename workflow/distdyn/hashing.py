@@ -15,16 +15,20 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def checkpoint_digest(path) -> str:
-    """Short hash of a checkpoint's content, for the keys of the runs that read it (a student's teacher).
+def checkpoint_digest(path) -> str | None:
+    """Short hash of a checkpoint's content, for the keys of the runs that read it (a student's teacher);
+    None where there is no such file (the reader that loads it names it).
 
     torch.save writes a zip archive whose folder is named after the file (atomic writers save under a
     temporary name) and which holds a random serialization id, so two saves of the same tensors differ
     in their bytes: the records are hashed by name within the folder, without that id. Any other file
     is hashed as its bytes.
     """
+    import os
     import zipfile
 
+    if not os.path.isfile(path):
+        return None
     h = hashlib.sha256()
     try:
         with zipfile.ZipFile(path) as z:

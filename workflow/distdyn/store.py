@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--teacher", help="the student's teacher checkpoint: restored only if the entry was distilled "
                                      "from a checkpoint with the same content")
     args = p.parse_args(argv)
-    status = restore(args.entry, args.out, checkpoint_digest(args.teacher) if args.teacher else None)
+    teacher = checkpoint_digest(args.teacher) if args.teacher and record(args.entry) else None  # only if needed
+    status = restore(args.entry, args.out, teacher)
     if status == NOT_STORED and command:
         print(f"{stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
               flush=True)
