@@ -98,7 +98,7 @@ class Member:
     gen_state: torch.Tensor  # the data generator's state at the start of its next epoch
     state: RunState
     job_key: str | None = None
-    weights_digest: str | None = None  # checkpoint_digest of the weights it reads: its teacher (None: it reads none)
+    weights_digest: str | None = None  # checkpoint_digest of what it reads: its teacher, or a teacher's start
     prefix: str = ""  # its name in the log lines of a group job
     lines: list[str] = field(default_factory=list)  # its own log lines
     metrics: dict | None = None
@@ -198,7 +198,7 @@ class BlockForward(nn.Module):
 
 def checkpoint_dict(model, spec: dict, record: dict, epoch: int, metrics: dict, job_key: str | None = None,
                     correct: torch.Tensor | None = None) -> dict:
-    """A checkpoint; `job_key` (distdyn.store.job_key of the job's spec and code) lets a shared-teacher job
+    """A checkpoint; `job_key` (distdyn.store.job_key: spec, code, weights read) lets a shared-teacher job
     recognise a finished run in its output folder. A final one keeps `val_correct`, each validation image's
     top-1 correctness (bool, the split's order: 1 bit of information per image, a byte each): in the file
     that is the model, written last, it cannot disagree with the model it describes, and the store and
