@@ -72,7 +72,15 @@ CONFIG_CASES = [
     ("lr-not-a-number", [("student.train.lr", "fast")], "student.train.lr"),
     ("unknown-top-level-key", [("seed", 0)], "'seed' was unexpected"),
     ("alpha-out-of-range", [("distill", {"alpha": 1.5})], "distill.alpha"),
-    ("unknown-method", [("settings.0.method", "fitnet")], "settings.0.method"),
+    ("unknown-method", [("settings.0.method", "fitnet")], "settings[0].method"),
+    ("method-parameter-typo", lambda c, t: c["settings"].append(
+        {"name": "vkd", "method": "vitkd", "layers": [[0, 0], [1, 2]], "params": {"mask_ratoi": 0.3}}),
+     "settings[4] (vkd).params.mask_ratoi"),
+    ("method-parameter-of-a-wrong-type", lambda c, t: c["settings"].append(
+        {"name": "vkd", "method": "vitkd", "layers": [[0, 0], [1, 2]], "params": {"mask_ratio": "half"}}),
+     "settings[4] (vkd).params.mask_ratio"),
+    ("method-file-missing", lambda c, t: c["settings"].append({"name": "x", "method": "absent.py:Loss", "layers": "last"}),
+     "settings[4].method"),
     ("unknown-student-optimizer", [("student.train.opt", "adamx")], "student.train.opt"),
     ("unknown-teacher-optimizer", [("teacher.train.opt", "sgdd")], "teacher.train.opt"),
     ("data-resized-beyond-the-models", [("data.img_size", 16)], "teacher.overrides.img_size"),

@@ -21,7 +21,8 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
               code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None) -> dict:
     """Train students that see the same batches (one seed) together: one teacher forward per batch.
 
-    `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE}, ...] (resume and ready optional).
+    `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE, "code": TEXT}, ...] (resume, ready
+    and code optional; a member's code, the fingerprint of the engine and its method, defaults to `code`).
     Without `store`, each member writes its
     files into its `out`, exactly as `run` would. With `store`, a member already stored there under its
     key (distdyn.store.job_key of spec and `code`), or finished in its `out` under the same key, is
@@ -35,10 +36,11 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
         if diff:
             raise ValueError(f"settings {specs[0]['name']!r} and {s['name']!r} cannot train together: "
                              f"their {', '.join(diff)} differ")
-    keys = [job_key(s, code) for s in specs]
+    codes = [m.get("code", code) for m in members]  # a member's own: the engine's and its method's fingerprint
+    keys = [job_key(s, c) for s, c in zip(specs, codes)]
     status, todo = {}, []
-    for m, key in zip(members, keys):
-        entry = entry_dir(store, m["spec"], code) if store else None
+    for m, key, c in zip(members, keys, codes):
+        entry = entry_dir(store, m["spec"], c) if store else None
         if entry is not None and read_entry(entry) is not None:
             status[m["spec"]["name"]] = "stored"
         elif entry is not None and _finished_in(Path(m["out"]), key, _run_files(m["spec"])):
@@ -59,7 +61,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             if name in status:
                 log(f"{name}: {status[name]} (key {key}), not trained again")
                 if status[name] == "adopted":
-                    _adopt(m, entry_dir(store, m["spec"], code))
+                    _adopt(m, entry_dir(store, m["spec"], m.get("code", code)))
     built, entries = [], {}
     if todo:
         torch.set_num_threads(todo[0][0]["spec"]["train"]["threads"])
