@@ -267,8 +267,10 @@ def method_files(method: str, root: Path | None = None, search: list[str] | None
     if ":" not in method:
         return closure(f"{METHODS}.{method}", root)
     target = method.rpartition(":")[0]
-    if target.endswith(".py"):
-        path, module = Path(target), Path(target).stem
+    if target.endswith(".py"):  # mylosses/mine.py is the module mylosses.mine, as imported from the working directory
+        path = Path(target)
+        parts = path.with_suffix("").parts
+        module = ".".join(parts) if not path.is_absolute() and ".." not in parts else path.stem
     else:
         path, module = _find_module(target, search), target
         if path is None:
