@@ -1,15 +1,19 @@
-"""The registry of distillation methods (distdyn.methods): its listing, parameter checks, user methods, ViTKD."""
+"""The registry of distillation methods (distdyn.methods): its listing, parameter checks, user methods, ViTKD,
+and docs/methods.md's worked example run end to end."""
+import json
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 
 from distdyn.losses import DistillationLoss
 from distdyn.methods import (MethodError, Param, ParamError, builtin_methods, get_method, list_methods,
                              register_method, resolve_params)
 from distdyn.methods.base import Method, tokens
-from helpers import TIMING, log_lines, package_env, train_teacher
+from helpers import ROOT, TIMING, log_lines, make_workdir, package_env, run_command, train_teacher
 
 BUILTIN = {
     "none": {},
@@ -224,3 +228,40 @@ def test_vitkd_setting_trains_the_same_alone_and_in_a_group(tiny_raw, tmp_path):
     group = torch.load(tmp_path / "group" / "vitkd" / "final.pt", weights_only=True)["model"]
     assert alone.keys() == group.keys() and all(torch.equal(alone[k], group[k]) for k in alone)
 
+
+
+# ---------------------------------------------------------------- docs/methods.md
+
+
+def _fenced(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_documented_builtins_are_the_registered_ones():
+    text = (ROOT / "docs/methods.md").read_text()
+    table = text[text.index("## The built-in methods"):text.index("### ViTKD")]
+    rows = dict(re.findall(r"^\| `(\w+)` \|.*?\| (.*?) \|", table, flags=re.M))
+    assert set(rows) == set(BUILTIN)
+    for name, params in BUILTIN.items():
+        documented = dict(re.findall(r"`(\w+)` \(([^);]+)", rows[name]))
+        assert {p: yaml.safe_load(v.replace("e-", ".0e-")) for p, v in documented.items()} == {
+            p: d for p, (_, d) in params.items()}, name
+
+
+@pytest.mark.slow
+def test_the_documented_example_runs_end_to_end(tmp_path):
+    """docs/methods.md's method file and experiment are the repository's examples/, and its command runs
+    them through the whole workflow: the user's method trains the student with a non-zero feature loss."""
+    text = (ROOT / "docs/methods.md").read_text()
+    assert _fenced(text, "python") == [(ROOT / "examples/lowpass.py").read_text()]
+    assert _fenced(text, "yaml") == [(ROOT / "examples/lowpass.yaml").read_text()]
+    [command] = [line for block in _fenced(text, "bash") for line in block.splitlines() if line.startswith("snakemake")]
+    workdir = make_workdir(tmp_path, {})
+    proc = run_command(workdir, command, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = workdir / "results/students/lowpass_last/seed_0"
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2] and all(line["train_loss_feat"] > 0 for line in lines)
+    for table in ("accuracy.csv", "layers.csv", "cka.csv"):
+        assert "lowpass_last" in (workdir / "results/metrics" / table).read_text()
+    assert (workdir / "results/claims.md").is_file()
