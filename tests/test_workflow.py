@@ -294,7 +294,7 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
 @pytest.mark.parametrize("changed, planned", [
     ("_kernels.c", KERNEL_JOBS),
     ("metrics.py", METRIC_JOBS),
-    ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1}),
+    ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1, "claims": 1}),
     ("plots.py", {"plot": 1}),
     ("claims/verdicts.py", {"claims": 1}),
     ("claims/claims.yaml", {"claims": 1}),  # the statements and paper numbers are part of its fingerprint
