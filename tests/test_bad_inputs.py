@@ -79,7 +79,8 @@ CONFIG_CASES = [
     ("method-parameter-of-a-wrong-type", lambda c, t: c["settings"].append(
         {"name": "vkd", "method": "vitkd", "layers": [[0, 0], [1, 2]], "params": {"mask_ratio": "half"}}),
      "settings[4] (vkd).params.mask_ratio"),
-    ("method-file-missing", lambda c, t: c["settings"].append({"name": "x", "method": "absent.py:Loss", "layers": "last"}),
+    ("method-file-missing",
+     lambda c, t: c["settings"].append({"name": "x", "method": "absent.py:Loss", "layers": "last"}),
      "settings[4].method"),
     ("unknown-student-optimizer", [("student.train.opt", "adamx")], "student.train.opt"),
     ("unknown-teacher-optimizer", [("teacher.train.opt", "sgdd")], "teacher.train.opt"),
