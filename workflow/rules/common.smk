@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import shlex
@@ -90,7 +91,12 @@ def with_method(code, setting):
     """A student's training code: the engine's fingerprint (`code`, which covers no method) and that of its
     setting's method (a built-in's module, a user's file: distdyn.fingerprint.method_fingerprint), so that
     editing one method re-runs only the settings that use it."""
-    return f"{code}; {method_fingerprint(STUDENT_SPECS[(setting, SEEDS[0])]['setting']['method'], root=PKG_DIR)}"
+    return f"{code}; {method_code(STUDENT_SPECS[(setting, SEEDS[0])]['setting']['method'])}"
+
+
+@functools.cache
+def method_code(method):
+    return method_fingerprint(method, root=PKG_DIR)
 
 
 def as_json(obj):

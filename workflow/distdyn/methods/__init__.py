@@ -160,7 +160,7 @@ def _load_user_method(ref: str) -> type:
         path = Path(target)
         if not path.is_file():
             raise MethodError(ref, f"no file {target} (a method file's path is relative to the working directory)")
-        name = f"distdyn_user_method_{path.stem}"
+        name = f"distdyn_user_method_{path.stem}_{abs(hash(str(path.resolve()))):x}"  # two files of one name apart
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
