@@ -13,7 +13,8 @@ from distdyn.losses import DistillationLoss
 from distdyn.methods import (MethodError, Param, ParamError, builtin_methods, get_method, list_methods,
                              register_method, resolve_params)
 from distdyn.methods.base import Method, tokens
-from helpers import ROOT, TIMING, log_lines, make_workdir, package_env, run_command, train_teacher
+from helpers import (ROOT, TIMING, log_lines, make_workdir, package_env, planned_jobs, run_command,
+                     train_teacher)
 
 BUILTIN = {
     "none": {},
@@ -264,4 +265,15 @@ def test_the_documented_example_runs_end_to_end(tmp_path):
     assert [line["epoch"] for line in lines] == [1, 2] and all(line["train_loss_feat"] > 0 for line in lines)
     for table in ("accuracy.csv", "layers.csv", "cka.csv"):
         assert "lowpass_last" in (workdir / "results/metrics" / table).read_text()
-    assert (workdir / "results/claims.md").is_file()
+    claims = (workdir / "results/claims.md").read_text()
+    assert "## Methods beyond the paper" in claims and "### lowpass_last (examples/lowpass.py:LowPassSpectral" in claims
+    # The method's file is its setting's code: a comment re-runs nothing, a change of behaviour its
+    # training and what follows, never the teacher's.
+    source = workdir / "examples/lowpass.py"
+    source.write_text("# a comment\n" + source.read_text())
+    assert planned_jobs(workdir, "--configfile", "examples/lowpass.yaml") == {}
+    source.write_text(source.read_text().replace("<= self.cutoff) & (fx", "< self.cutoff) & (fx"))
+    planned = planned_jobs(workdir, "--configfile", "examples/lowpass.yaml")
+    assert {"distill_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1, "claims": 1}.items() <= \
+        planned.items()
+    assert not {"pretrain_teacher", "dump_model_activations", "select_probe"} & set(planned)
