@@ -178,9 +178,10 @@ def _vitkd_case(c_s, c_t, **params):
            "generation": ours.generator}
     low_s = torch.stack([tokens(fs[0]), tokens(fs[1])], 1)
     low_t = torch.stack([tokens(ft[0]), tokens(ft[1])], 1)
-    torch.manual_seed(1)
+    before = torch.get_rng_state()
     got = ours(fs, ft)
-    torch.manual_seed(1)
+    assert torch.equal(torch.get_rng_state(), before)  # the masks come from a stream of their own
+    torch.manual_seed(ours.mask_seed)  # the first mask's generator, as the global one for the reference
     want = reference_vitkd(low_s, low_t, tokens(fs[5]), tokens(ft[7]), **ref, alpha=p["alpha_vitkd"],
                            beta=p["beta_vitkd"], lam=p["mask_ratio"])
     return got, want, ours
@@ -207,6 +208,12 @@ def test_vitkd_roles_mask_share_and_gradients():
     got, _, ours = _vitkd_case(8, 16)
     got.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ours.parameters())
+    # the mask stream's place is part of the state (a resumed run draws the masks it would have drawn)
+    state = ours.state_dict()
+    assert state["_extra_state"] == {"mask_seed": ours.mask_seed, "mask_draws": 1}
+    twin = get_method("vitkd")([(0, 0), (1, 1), (5, 7)], (8, 16), **resolve_params(get_method("vitkd"), {}))
+    twin.load_state_dict(state)
+    assert (twin.mask_seed, twin.mask_draws) == (ours.mask_seed, 1)
 
 
 def test_vitkd_setting_trains_the_same_alone_and_in_a_group(tiny_raw, tmp_path):

@@ -21,13 +21,15 @@ from . import Param, register_method
 from .base import Method, tokens
 
 
-def random_masking(x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_masking(x: torch.Tensor, ratio: float, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample random masking by argsort of uniform noise (one torch.rand draw of [B, N]), as MAE and
     ViTKD: (the kept tokens [B, keep, D], the permutation that restores the order [B, N], the mask [B, N]:
     1 where a token was masked)."""
     b, n, d = x.shape
     keep = int(n * (1 - ratio))
-    shuffle = torch.rand(b, n, device=x.device).argsort(dim=1)  # ascending: small noise is kept
+    noise = torch.rand(b, n, generator=generator, device=x.device)
+    shuffle = noise.argsort(dim=1)  # ascending: small noise is kept
     restore = shuffle.argsort(dim=1)
     kept = x.gather(1, shuffle[:, :keep, None].expand(-1, -1, d))
     mask = (restore >= keep).to(x.dtype)  # a token is masked where its rank in the shuffle is past `keep`
@@ -73,6 +75,24 @@ class ViTKD(Method):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c_t))
         self.generator = nn.Sequential(nn.Conv2d(c_t, c_t, kernel_size=3, padding=1), nn.ReLU(inplace=True),
                                        nn.Conv2d(c_t, c_t, kernel_size=3, padding=1))
+        # The masks come from a stream of their own (seeded here, from the stream the loss is built in), so
+        # that the student's own stream (dropout, drop-path) stays that of every other setting of its seed;
+        # the step's mask is drawn from mask_seed + mask_draws, which the resume state keeps (extra state).
+        self.mask_seed = int(torch.randint(0, 2 ** 62, ()).item())
+        self.mask_draws = 0
+
+    def get_extra_state(self) -> dict:
+        return {"mask_seed": self.mask_seed, "mask_draws": self.mask_draws}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.mask_seed, self.mask_draws = int(state["mask_seed"]), int(state["mask_draws"])
+
+    def mask_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the next mask (one per step, so no generator state needs saving)."""
+        g = torch.Generator(device=device)
+        g.manual_seed(self.mask_seed + self.mask_draws)
+        self.mask_draws += 1
+        return g
 
     def forward(self, fs, ft):
         return self.mimic_loss(fs, ft) + self.generation_loss(fs, ft)
@@ -95,7 +115,7 @@ class ViTKD(Method):
             x = self.gen_align(x)
         b, n, d = x.shape
         h, w = fs[s].shape[-2:]
-        kept, restore, mask = random_masking(x, self.mask_ratio)
+        kept, restore, mask = random_masking(x, self.mask_ratio, self.mask_generator(x.device))
         x = torch.cat([kept, self.mask_token.expand(b, n - kept.shape[1], d)], dim=1)
         x = x.gather(1, restore[..., None].expand(-1, -1, d))
         x = self.generator(x.transpose(1, 2).reshape(b, d, h, w)).flatten(2).transpose(1, 2)
