@@ -237,7 +237,7 @@ def test_stages_cover_what_they_import_and_nothing_else():
     # claims: its package with its data file (claims.yaml) and the `python -m` entry nothing imports
     # (__main__.py), the paper's methods' home (the methods registry), the schema's defaults and phases (tables.py),
     # not analysis.py
-    claims = {f"claims/{m}" for m in ("__init__.py", "__main__.py", "claims.yaml", "cli.py", "evidence.py",
+    claims = {f"claims/{m}" for m in ("__init__.py", "__main__.py", "beyond.py", "claims.yaml", "cli.py", "evidence.py",
                                       "render.py", "settings.py", "statements.py", "stats.py", "verdicts.py")}
     assert _covered("distdyn.claims", root) == {"__init__.py", "errors.py", "io.py", "methods/__init__.py",
                                                 "schema.py", "tables.py", *claims}

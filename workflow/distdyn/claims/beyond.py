@@ -71,8 +71,8 @@ def beyond_section(layers, accuracy, settings: dict, student_depth: int, teacher
            "Not claims of the paper (its claims above are judged on its own methods only): each setting with "
            "another method beside logit KD and late mimicry, as a test of the paper's prescription that a method "
            "which does not make the student's late features copy the teacher's does better than late mimicry. "
-           f"Differences of final top-1 with the claims' Welch {100 * tol.level:g}% intervals over seeds; a "
-           "direction only where the interval excludes 0."]
+           f"Differences of final top-1 with the claims' {100 * tol.level:g}% t intervals over seeds (paired when "
+           "the seeds match, else Welch); a direction only where the interval excludes 0."]
     for n in extra:
         out += ["", f"### {describe_setting(n, settings[n])}", ""]
         mine = final[n]
