@@ -54,7 +54,7 @@ TINY_VIT = {"model": "vit_tiny_patch16_224",
 
 # ---------------------------------------------------------------- subprocesses
 
-COPY = ("Snakefile", "workflow", "profiles", "envs")
+COPY = ("Snakefile", "workflow", "profiles", "envs", "examples")
 
 
 def make_workdir(tmp: Path, config: dict) -> Path:

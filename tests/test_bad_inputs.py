@@ -72,13 +72,21 @@ CONFIG_CASES = [
     ("lr-not-a-number", [("student.train.lr", "fast")], "student.train.lr"),
     ("unknown-top-level-key", [("seed", 0)], "'seed': is not a key the top level takes (did you mean seeds?)"),
     ("alpha-out-of-range", [("distill", {"alpha": 1.5})], "distill.alpha"),
-    ("unknown-method", [("settings.0.method", "fitnet")],
-     "'settings[0] (baseline).method': 'fitnet' is not allowed: it takes one of none, logit, spectral"),
+    ("unknown-method", [("settings.0.method", "fitnet")], "'settings[0] (baseline).method': 'fitnet'"),
     ("unknown-layers", [("settings.2.layers", "middle")],
      "'settings[2] (spectral_last).layers': 'middle' is not allowed: it takes one of first, last, first_last, "
      "or a list of [student_block, teacher_block] pairs"),
     ("name-with-a-slash", [("settings.1.name", "a/b")],
      "'settings[1] (a/b).name': 'a/b' is not allowed: it takes a name of letters, digits, _ and -"),
+    ("method-parameter-typo", lambda c, t: c["settings"].append(
+        {"name": "vkd", "method": "vitkd", "layers": [[0, 0], [1, 2]], "params": {"mask_ratoi": 0.3}}),
+     "settings[4] (vkd).params.mask_ratoi"),
+    ("method-parameter-of-a-wrong-type", lambda c, t: c["settings"].append(
+        {"name": "vkd", "method": "vitkd", "layers": [[0, 0], [1, 2]], "params": {"mask_ratio": "half"}}),
+     "settings[4] (vkd).params.mask_ratio"),
+    ("method-file-missing",
+     lambda c, t: c["settings"].append({"name": "x", "method": "absent.py:Loss", "layers": "last"}),
+     "settings[4] (x).method"),
     ("unknown-student-optimizer", [("student.train.opt", "adamx")], "student.train.opt"),
     ("unknown-teacher-optimizer", [("teacher.train.opt", "sgdd")], "teacher.train.opt"),
     ("data-resized-beyond-the-models", [("data.img_size", 16)], "teacher.overrides.img_size"),

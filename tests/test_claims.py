@@ -644,3 +644,50 @@ def test_every_knob_of_the_cli_is_a_config_key_with_the_same_default():
     options = (ROOT / "workflow" / "rules" / "common.smk").read_text().split("def claims_options")[1]
     for key in keys:  # the rule passes each (claims_options)
         assert f'"--{key.replace("_", "-")}": c["{key}"]' in options
+
+
+# ---------------------------------------------------------------- methods beyond the paper
+
+
+def test_methods_beyond_the_paper_are_left_out_of_the_claims_and_get_their_own_section(tmp_path):
+    """vitkd and a user's method (even one aligning the last block) are no late-aligned settings of C5, C11
+    or C12; claims.md ends with a section putting each beside logit KD and spectral_last, with intervals,
+    entropy profiles and CKA."""
+    from distdyn.claims.beyond import beyond_section
+
+    settings = {**SETTINGS, "vitkd": {"method": "vitkd", "pairs": [[0, 0], [1, 1], [5, 7]]},
+                "mine": {"method": "mine.py:Mine", "pairs": [[5, 7]]}}
+    finals = {"logit": [85.0, 85.5, 84.5], "spectral_last": [80.0, 80.5, 79.5], "projector_last": [80.0, 80.2, 79.8],
+              "vitkd": [84.9, 85.6, 84.6], "mine": [70.0, 70.5, 69.5]}
+    acc = accuracy(finals)
+    layers = student_layers({n: [[2.0, 1.0, 0.5, 1.5, 2.0, 2.5]] * 3 for n in ("logit", "spectral_last", "vitkd")})
+    claims = run(layers, acc, settings=settings)
+    for cid in ("C5", "C11", "C12"):
+        assert not {"vitkd", "mine"} & set(claims[cid]["settings_used"]), cid
+    assert claims["C5"]["settings_used"] == ["logit", "spectral_last", "projector_last"]
+    cka = pd.DataFrame([{"model": f"{n}/seed_{s}/final", "role": "student", "setting": n, "seed": s, "epoch": 8,
+                         "checkpoint": "final", "student_layer": i, "teacher_layer": j,
+                         "cka": 0.9 if (i, j) == (6, 7) else 0.1 * (n == "vitkd") + 0.2}
+                        for n in ("logit", "spectral_last", "vitkd") for s in range(3)
+                        for i in range(1, S_DEPTH + 1) for j in range(1, T_DEPTH + 1)])
+    md = beyond_section(layers, acc, settings, S_DEPTH, T_DEPTH, cka=cka)
+    vitkd = md[md.index("### vitkd"):md.index("### mine")]
+    assert "final top-1 85.03 (mean of 3 seeds" in vitkd
+    assert re.search(r"vs logit KD logit \(logit\) \(top-1 85\.00\): \+0\.03 pts \(3 vs 3 seeds; paired t \(same "
+                     r"seeds\) 95% CI \[-\d\.\d\d, \+\d\.\d\d\], df [\d.]+; P\(A>B\) .*\) -> inconclusive "
+                     r"\(overlapping intervals\)", vitkd)
+    assert re.search(r"vs late mimicry spectral_last .*: \+5\.03 pts .* -> higher", vitkd)
+    assert "projector_last" not in vitkd  # late mimicry is the spectral late setting
+    assert "- vitkd: final entropy profile min 0.500 bits at L3, L3, L3" in vitkd
+    assert "CKA first<->first 0.300, last<->last 0.300, last student block's best teacher block L7" in vitkd
+    assert re.search(r"### mine \(mine\.py:Mine.*\n\n.*\n- vs logit KD .* -> lower", md)
+    assert beyond_section(layers, acc, SETTINGS, S_DEPTH, T_DEPTH) is None
+    for name, df in (("layers", layers), ("accuracy", acc), ("curves", curves({n: [(80.0, 80.0)] * 3 for n in finals})),
+                     ("cka", cka)):
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "claims.md"
+    assert C.main(["--layers", str(tmp_path / "layers.csv"), "--accuracy", str(tmp_path / "accuracy.csv"),
+                   "--curves", str(tmp_path / "curves.csv"), "--cka", str(tmp_path / "cka.csv"),
+                   "--settings-json", json.dumps(settings), "--student-depth", "6", "--teacher-depth", "8",
+                   "--out", str(out)]) == 0
+    assert out.read_text().rstrip().endswith(md.rstrip())

@@ -84,8 +84,9 @@ def test_a_preset_is_the_whole_experiment(workdir):
     assert '"model": "cait_s24_224", "overrides": {}' in proc.stdout
 
 
-def test_paper_preset_plans_seven_students_on_eight_gpus(workdir):
-    """presets/imagenet_paper.yaml: the paper's pairs, optimiser and schedule, torchrun with 8 processes."""
+def test_paper_preset_plans_eight_students_on_eight_gpus(workdir):
+    """presets/imagenet_paper.yaml: the paper's pairs, optimiser and schedule, torchrun with 8 processes;
+    the paper's seven settings and vitkd."""
     from distdyn.config import load_config
 
     raw = yaml.safe_load((ROOT / "presets/imagenet_paper.yaml").read_text())
@@ -101,7 +102,8 @@ def test_paper_preset_plans_seven_students_on_eight_gpus(workdir):
     proc = run_command(workdir, command, "-n", "-p")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert out.count("rule distill_student:") == 7 and out.count("rule dump_activations:") == 7
+    assert pairs["vitkd"] == [[0, 0], [1, 1], [11, 23]]
+    assert out.count("rule distill_student:") == 8 and out.count("rule dump_activations:") == 8
     assert out.count("rule fetch_weights:") == 1
     assert re.search(r"torch\.distributed\.run --standalone --nproc_per_node=8 -m distdyn\.train", out)
     assert "gpu=8" in out.replace(" ", "")

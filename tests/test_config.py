@@ -54,8 +54,8 @@ SCHEMA_REFUSED = {
         "config key 'distill.alpha': 1.5 is not allowed: it takes a number >= 0 and <= 1"),
     "unknown_method": (
         lambda raw: raw["settings"][1].update(method="fitnet"),
-        "config key 'settings[1] (logit).method': 'fitnet' is not allowed: it takes one of none, logit, spectral, "
-        "projector, mse"),
+        "config key 'settings[1] (logit).method': 'fitnet': no such method: the built-in ones are logit, mse, none, "
+        "projector, spectral, vitkd; your own is `package.module:Class` or `path/to/file.py:Class` (docs/methods.md)"),
     "unknown_layers": (
         lambda raw: raw["settings"][2].update(layers="middle"),
         "config key 'settings[2] (spectral_last).layers': 'middle' is not allowed: it takes one of first, last, "

@@ -235,12 +235,65 @@ def test_stages_cover_what_they_import_and_nothing_else():
     # errors.py: the one error path (a bad input is one line) every entry point shares
     assert _covered("distdyn.plots", root) == {"__init__.py", "errors.py", "io.py", "plots.py"}
     # claims: its package with its data file (claims.yaml) and the `python -m` entry nothing imports
-    # (__main__.py), FEATURE_METHODS' home (losses.py), the schema's defaults and phases (tables.py), not analysis.py
-    claims = {f"claims/{m}" for m in ("__init__.py", "__main__.py", "claims.yaml", "cli.py", "evidence.py",
+    # (__main__.py), the paper's methods' home (the methods registry), the schema's defaults and phases (tables.py),
+    # not analysis.py
+    claims = {f"claims/{m}" for m in ("__init__.py", "__main__.py", "beyond.py", "claims.yaml", "cli.py", "evidence.py",
                                       "render.py", "settings.py", "statements.py", "stats.py", "verdicts.py")}
-    assert _covered("distdyn.claims", root) == {"__init__.py", "errors.py", "io.py", "losses.py", "schema.py",
-                                                "tables.py", *claims}
+    assert _covered("distdyn.claims", root) == {"__init__.py", "errors.py", "io.py", "methods/__init__.py",
+                                                "schema.py", "tables.py", *claims}
     assert "fingerprint.py" not in _covered("distdyn.analysis", root)
+
+
+def test_training_code_holds_the_method_registry_and_no_method():
+    """The engine looks a setting's method up by name: its fingerprint covers no method's module, so the
+    teacher's training carries none and a student's job adds its own (method_fingerprint)."""
+    root = ROOT / "workflow"
+    train = _covered("distdyn.train", root)
+    builtins = {p.name for p in (PKG / "methods").glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert "methods/__init__.py" in train and "losses.py" in train
+    assert not {f"methods/{m}" for m in builtins} & train
+    for name in ("spectral", "vitkd"):
+        files = {p.relative_to(PKG).as_posix() for p in fp.method_files(name, root)}
+        assert f"methods/{name}.py" in files and "methods/base.py" in files
+        assert not {f"methods/{m}" for m in builtins - {f"{name}.py", "base.py"}} & files
+    assert fp.method_fingerprint("vitkd", root).startswith("method vitkd ")
+
+
+USER_METHOD = '''
+from distdyn.methods.base import PairwiseMethod
+from mylosses import helpers
+
+
+class Mine(PairwiseMethod):
+    def pair_loss(self, i, fs, ft):
+        return helpers.scale * (fs - ft).pow(2).mean()
+'''
+
+
+@pytest.mark.parametrize("ref", ["mylosses/mine.py:Mine", "mylosses.mine:Mine"])
+def test_a_users_method_is_fingerprinted_by_its_files(ref, tmp_path, monkeypatch):
+    """Its file and the files of its own package it imports, by content (not comments), and the distdyn
+    modules it imports; found without importing it."""
+    (tmp_path / "mylosses").mkdir()
+    (tmp_path / "mylosses" / "__init__.py").write_text("")
+    mine, helpers = tmp_path / "mylosses" / "mine.py", tmp_path / "mylosses" / "helpers.py"
+    mine.write_text(USER_METHOD)
+    helpers.write_text("scale = 2.0\n")
+    monkeypatch.chdir(tmp_path)
+    root = ROOT / "workflow"
+    before = fp.method_fingerprint(ref, root)
+    files = {p.name for p in fp.method_files(ref, root)}
+    assert {"mine.py", "helpers.py", "base.py"} <= files  # a module of its own package is followed
+    helpers.write_text("scale = 3.0\n")
+    assert fp.method_fingerprint(ref, root) != before
+    helpers.write_text("scale = 2.0\n")
+    mine.write_text("# a comment\n" + USER_METHOD.replace("mean()", "mean()  # another"))
+    assert fp.method_fingerprint(ref, root) == before
+    mine.write_text(USER_METHOD.replace("mean()", "sum()"))
+    changed = fp.method_fingerprint(ref, root)
+    assert changed != before and "mine.py=" in changed
+    with pytest.raises(ModuleNotFoundError):
+        fp.method_files("absent.module:X", root)
 
 
 def test_fingerprinting_is_cheap_and_imports_no_torch():

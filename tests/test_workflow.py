@@ -376,7 +376,7 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
 @pytest.mark.parametrize("changed, planned", [
     ("_kernels.c", KERNEL_JOBS),
     ("metrics.py", METRIC_JOBS),
-    ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1}),
+    ("analysis.py", {"cka": 4, "gather_cka": 1, "phases": 1, "encoding": 1, "plot": 1, "claims": 1}),
     ("plots.py", {"plot": 1}),
     ("claims/verdicts.py", {"claims": 1}),
     ("claims/claims.yaml", {"claims": 1}),  # the statements and paper numbers are part of its fingerprint
@@ -387,6 +387,10 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
     ("data.py", ALL_JOBS),
     # the teacher's loss goes through DistillationLoss too; the probe set does not use it
     ("losses.py", {k: v for k, v in ALL_JOBS.items() if k != "select_probe"}),
+    # the method registry is the engine's (and the claims'): all the training; a method's module only its settings
+    # (methods/spectral.py: test_method_change_reruns_its_setting_and_the_reason_names_the_file)
+    ("methods/__init__.py", {k: v for k, v in ALL_JOBS.items() if k != "select_probe"}),
+    ("methods/none.py", {**{k: v for k, v in ONE_STUDENT.items() if k != "distill_group"}, **AGGREGATES}),
 ])
 def test_behavioural_code_change_reruns_what_runs_that_code(code_run, changed, planned):
     path = code_run / "workflow" / "distdyn" / changed
@@ -394,6 +398,38 @@ def test_behavioural_code_change_reruns_what_runs_that_code(code_run, changed, p
     with _restored([path]):
         path.write_text(path.read_text() + edit)
         assert _planned(code_run) == planned
+
+
+def test_method_change_reruns_its_setting_and_the_reason_names_the_file(code_run):
+    """Editing one method's module: only the settings using it train again (spectral_last in its seed's
+    group job, which trains it alone); the reason names the method's file; the teacher stays."""
+    path = code_run / "workflow" / "distdyn" / "methods" / "spectral.py"
+    with _restored([path]):
+        path.write_text(path.read_text() + "\nDISTDYN_EDIT = 1\n")
+        proc = snakemake(code_run, "-n", "--cores", "2")
+        assert _planned(code_run) == {**ONE_STUDENT, **AGGREGATES}
+    out = proc.stdout + proc.stderr
+    reasons = [line for line in out.splitlines() if "Params have changed" in line]
+    assert len(reasons) == 1 and "results/students/spectral_last/seed_0/final.pt" in out  # its own job's
+    before, now = (dict(re.findall(r"([\w./]+)=(\w+)", half)) for half in reasons[0].split(" now: "))
+    assert [f for f in before if before[f] != now[f]] == ["methods/spectral.py"]
+
+
+def test_a_new_method_reruns_nothing_until_a_setting_uses_it(code_run):
+    """A new built-in method's module changes no fingerprint; a new setting with it runs only its jobs."""
+    new = code_run / "workflow" / "distdyn" / "methods" / "halfmse.py"
+    config = code_run / "config.yaml"
+    mse = (code_run / "workflow" / "distdyn" / "methods" / "mse.py").read_text()
+    with _restored([config]):
+        new.write_text(mse.replace('name = "mse"', 'name = "halfmse"').replace("return pooled_mse_loss(fs, ft)",
+                                                                             "return 0.5 * pooled_mse_loss(fs, ft)"))
+        try:
+            assert _planned(code_run) == {}
+            _edit_config(code_run, lambda cfg: cfg["settings"].append(
+                {"name": "halfmse_last", "method": "halfmse", "layers": "last"}))
+            assert _planned(code_run) == {**ONE_STUDENT, **AGGREGATES}
+        finally:
+            new.unlink()
 
 
 def test_kernel_change_reruns_metrics_and_the_reason_names_the_file(code_run):

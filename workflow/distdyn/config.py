@@ -234,13 +234,24 @@ def resolve_pairs(layers, student_depth: int, teacher_depth: int) -> list[list[i
     return sorted([int(s), int(t)] for s, t in layers)
 
 
-def resolved_setting(cfg: dict, setting: dict, depths: tuple[int, int]) -> dict:
-    """A setting with every weight filled in from `distill` and its layer pairs made explicit."""
-    from .losses import FEATURE_METHODS
+ENGINE_KEYS = ("alpha", "tau", "feature_weight", "label_smoothing")  # the weights of losses.DistillationLoss
 
-    out = {k: setting.get(k, cfg["distill"][k]) for k in cfg["distill"]}
+
+def resolved_setting(cfg: dict, setting: dict, depths: tuple[int, int]) -> dict:
+    """A setting with every weight filled in (the setting's, its method's default feature_weight, or
+    `distill`'s), its layer pairs made explicit and its method's parameters resolved: those the setting
+    gives under `params`, a method parameter that is also a setting or `distill` key
+    (projector_trainable) from there, the rest at the method's defaults."""
+    from .methods import get_method, resolve_params
+
+    cls = get_method(setting["method"])
+    out = {k: setting.get(k, cfg["distill"][k]) for k in ENGINE_KEYS}
+    if "feature_weight" not in setting and cls.feature_weight is not None:
+        out["feature_weight"] = cls.feature_weight
     out.update(name=setting["name"], method=setting["method"])
-    out["pairs"] = resolve_pairs(setting["layers"], *depths) if setting["method"] in FEATURE_METHODS else []
+    out["pairs"] = resolve_pairs(setting["layers"], *depths) if cls.uses_pairs else []
+    shared = {p: setting.get(p, cfg["distill"][p]) for p in cls.params if p in setting or p in cfg["distill"]}
+    out["params"] = resolve_params(cls, {**shared, **setting.get("params", {})})
     return out
 
 
@@ -379,32 +390,50 @@ def check_config(cfg: dict) -> dict:
         _check_input_size(config_key(["extra_models", i], cfg), m, info)
     if not cfg["settings"]:
         return cfg
-    from .losses import FEATURE_METHODS
-
     shapes = _model_shapes(cfg, info)
     for role in ("teacher", "student"):
         _check_input_size(role, cfg[role], info)
     (t_depth, t_width), (s_depth, s_width) = shapes["teacher"], shapes["student"]
     for i, s in enumerate(cfg["settings"]):
-        key = config_key(["settings", i], cfg)
-        feature = s["method"] in FEATURE_METHODS
-        if feature and "layers" not in s:
-            raise ConfigError(f"{key}.layers", f"method {s['method']} needs layers (first, last, first_last or pairs)")
-        if not feature and "layers" in s:
-            raise ConfigError(f"{key}.layers", f"method {s['method']} uses no feature loss; remove layers")
-        if not feature:
-            continue
-        for s_idx, t_idx in resolve_pairs(s["layers"], s_depth, t_depth):
-            if not 0 <= s_idx < s_depth:
-                raise ConfigError(f"{key}.layers", f"student block {s_idx} is out of range: "
-                                                   f"the student has {s_depth} blocks (0..{s_depth - 1})")
-            if not 0 <= t_idx < t_depth:
-                raise ConfigError(f"{key}.layers", f"teacher block {t_idx} is out of range: "
-                                                   f"the teacher has {t_depth} blocks (0..{t_depth - 1})")
-        if s["method"] in ("spectral", "mse") and s_width > t_width:
-            raise ConfigError(f"{key}.method", f"{s['method']} pools teacher channels to the student's width, "
-                                               f"but the student ({s_width}) is wider than the teacher ({t_width})")
+        _check_setting(cfg, i, s, (s_depth, t_depth), (s_width, t_width))
     return cfg
+
+
+def _check_setting(cfg: dict, i: int, s: dict, depths: tuple[int, int], widths: tuple[int, int]) -> None:
+    """One setting: its method exists, its layers fit the models and the method, its parameters are the method's."""
+    from .methods import MethodError, ParamError, get_method, resolve_params
+
+    key = config_key(["settings", i], cfg)
+    try:
+        cls = get_method(s["method"])
+    except MethodError as e:
+        raise ConfigError(f"{key}.method", f"{s['method']!r}: {e.message}") from None
+    name = getattr(cls, "ref", None) or cls.name
+    if cls.uses_pairs and "layers" not in s:
+        raise ConfigError(f"{key}.layers", f"method {name} needs layers (first, last, first_last or pairs)")
+    if not cls.uses_pairs and "layers" in s:
+        raise ConfigError(f"{key}.layers", f"method {name} uses no feature loss; remove layers")
+    try:
+        shared = {p: s[p] for p in cls.params if p in s}
+        resolve_params(cls, {**shared, **s.get("params", {})})
+    except ParamError as e:
+        raise ConfigError(f"{key}.params.{e.name}", str(e)) from None
+    if not cls.uses_pairs:
+        return
+    (s_depth, t_depth), (s_width, t_width) = depths, widths
+    pairs = resolve_pairs(s["layers"], s_depth, t_depth)
+    for s_idx, t_idx in pairs:
+        if not 0 <= s_idx < s_depth:
+            raise ConfigError(f"{key}.layers", f"student block {s_idx} is out of range: "
+                                               f"the student has {s_depth} blocks (0..{s_depth - 1})")
+        if not 0 <= t_idx < t_depth:
+            raise ConfigError(f"{key}.layers", f"teacher block {t_idx} is out of range: "
+                                               f"the teacher has {t_depth} blocks (0..{t_depth - 1})")
+    if problem := cls.check_pairs(pairs):
+        raise ConfigError(f"{key}.layers", problem)
+    if cls.narrow_student and s_width > t_width:
+        raise ConfigError(f"{key}.method", f"{name} pools teacher channels to the student's width, "
+                                           f"but the student ({s_width}) is wider than the teacher ({t_width})")
 
 
 # ---------------------------------------------------------------- job specs

@@ -66,8 +66,20 @@ def member_step(fwd, criterion, opt, x, y, logits_t, feats_t, rt: Runtime) -> to
     terms = criterion(logits_s, y, logits_t, feats_s, feats_t)
     opt.zero_grad(set_to_none=True)
     terms.total.backward()
+    if rt.world > 1:
+        average_criterion_grads(criterion)
     opt.step()
     return torch.stack([terms.total, terms.base, terms.feat, terms.dist]).detach().double()
+
+
+def average_criterion_grads(criterion: nn.Module) -> None:
+    """A method's trainable parts (a projector, ViTKD's generator) sit outside the DDP-wrapped model:
+    average their gradients over the ranks as DDP does the model's, so that every rank keeps the same."""
+    world = torch.distributed.get_world_size()
+    for p in criterion.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
 
 
 def train_one_epoch(members: list[Member], teacher, batches: Batches, gen, rt: Runtime,

@@ -251,6 +251,79 @@ def fingerprint(entry: str, root: Path | None = None) -> str:
     return f"{entry} {stage_digest(files, root)}: {listed}"
 
 
+# ---------------------------------------------------------------- methods
+
+
+METHODS = f"{PACKAGE}.methods"
+
+
+def method_files(method: str, root: Path | None = None, search: list[str] | None = None) -> dict[Path, str]:
+    """The files of a distillation method's code, with their digests: a built-in's module and what it
+    imports (its closure), or a user's (`package.module:Class`, `path/to/file.py:Class`) file, the files
+    of its own package it imports, transitively, and the closures of the distdyn modules it imports.
+    `search`: where a user's module is looked for (default: the working directory, then sys.path),
+    without importing it."""
+    root = Path(root) if root is not None else package_root()
+    if ":" not in method:
+        return closure(f"{METHODS}.{method}", root)
+    target = method.rpartition(":")[0]
+    if target.endswith(".py"):  # mylosses/mine.py is the module mylosses.mine, as imported from the working directory
+        path = Path(target)
+        parts = path.with_suffix("").parts
+        module = ".".join(parts) if not path.is_absolute() and ".." not in parts else path.stem
+    else:
+        path, module = _find_module(target, search), target
+        if path is None:
+            raise ModuleNotFoundError(f"{target}: no such module in the working directory or on sys.path")
+    files: dict[Path, str] = {}
+    todo, seen = [(module, path)], set()
+    while todo:
+        module, path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        digest, imports, declared = _module_info(module, path)
+        files[path] = digest
+        for f in declared:
+            files[f] = _file_digest(f)
+        top = module.split(".")[0]
+        for name in imports:
+            if name.split(".")[0] == PACKAGE and module_path(name, root) is not None:
+                files.update(closure(name, root))
+            elif "." in module and name.split(".")[0] == top and (found := _find_module(name, search)) is not None:
+                todo.append((name, found))
+    return dict(sorted(files.items()))
+
+
+def _find_module(name: str, search: list[str] | None = None) -> Path | None:
+    """The file of an importable module, found as the import system would, without importing it."""
+    from importlib.machinery import PathFinder
+
+    paths = search if search is not None else [str(Path.cwd()), *sys.path]
+    parts = name.split(".")
+    spec = None
+    for i in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[:i + 1]), paths)
+        if spec is None:
+            return None
+        paths = list(spec.submodule_search_locations or [])
+    return Path(spec.origin) if spec is not None and spec.has_location else None
+
+
+def method_fingerprint(method: str, root: Path | None = None) -> str:
+    """A method's part of a training job's params: `method NAME DIGEST: file=digest ...` (files of the
+    package relative to it, a user's as given)."""
+    root = Path(root) if root is not None else package_root()
+    files = method_files(method, root)
+    pkg = root / PACKAGE
+
+    def name(p: Path) -> str:
+        return p.relative_to(pkg).as_posix() if p.is_relative_to(pkg) else p.as_posix()
+
+    digest = _sha("".join(f"{name(p)} {d}\n" for p, d in files.items()).encode())[:SHORT]
+    return f"method {method} {digest}: " + " ".join(f"{name(p)}={d[:FILE_SHORT]}" for p, d in files.items())
+
+
 # ---------------------------------------------------------------- CLI
 
 

@@ -22,7 +22,8 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
               code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None) -> dict:
     """Train students that see the same batches (one seed) together: one teacher forward per batch.
 
-    `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE}, ...] (resume and ready optional).
+    `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE, "code": TEXT}, ...] (resume, ready
+    and code optional; a member's code, the fingerprint of the engine and its method, defaults to `code`).
     Without `store`, each member writes its files into its `out`, exactly as `run` would. With `store`, a
     member already stored there under its key (distdyn.store.job_key of spec, `code` and the teacher's
     content digest, hashed once here) or finished in its `out` under the same key is skipped; the others
@@ -38,10 +39,11 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
                              f"their {', '.join(diff)} differ")
     digest = checkpoint_digest(teacher_path) if teacher_path and any(map(reads_teacher, specs)) else None
     teachers = [digest if reads_teacher(s) else None for s in specs]
-    keys = [job_key(s, code, t) for s, t in zip(specs, teachers)]
+    codes = [m.get("code", code) for m in members]  # a member's own: the engine's and its method's fingerprint
+    keys = [job_key(s, c, t) for s, c, t in zip(specs, codes, teachers)]
     status, todo = {}, []
-    for m, key, t in zip(members, keys, teachers):
-        entry = entry_dir(store, m["spec"], code) if store else None
+    for m, key, c, t in zip(members, keys, codes, teachers):
+        entry = entry_dir(store, m["spec"], c) if store else None
         if entry is not None and read_entry(entry, t) is not None:
             status[m["spec"]["name"]] = "stored"
         elif entry is not None and _finished_in(Path(m["out"]), key, _run_files(m["spec"])):
@@ -63,7 +65,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             if name in status:
                 log(f"{name}: {status[name]} (key {key}), not trained again")
                 if status[name] == "adopted":
-                    _adopt(m, entry_dir(store, m["spec"], code), key, teacher_of[name])
+                    _adopt(m, entry_dir(store, m["spec"], m.get("code", code)), key, teacher_of[name])
     built, entries = [], {}
     if todo:
         torch.set_num_threads(todo[0][0]["spec"]["train"]["threads"])

@@ -1,65 +1,34 @@
-"""Distillation objectives exactly as paper.md section 3.
+"""The distillation objective exactly as paper.md section 3, around a method's feature term.
 
 total = (1 - alpha) * CE_ls(z_s, y) + alpha * tau^2 * KL(p_t || p_s) + feature_weight * L_feat
+
+L_feat is the setting's method (distdyn.methods: one module each, looked up by name when the loss is
+built). This module imports the registry only, no method: a training job's code is the engine's and
+its own method's, and the teacher's (plain cross-entropy, method None) none of the methods'.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_METHODS = ("spectral", "projector", "mse")
+from .methods import get_method, needs_teacher, resolve_params
+
+__all__ = ["DistillationLoss", "LossTerms", "needs_teacher"]
+
+# The paper's loss functions, at their old import path; they live in their methods' modules, which
+# this module does not import (so that a method's edit re-runs only the settings using it).
+_MOVED = {"spectral_loss": "spectral", "pooled_mse_loss": "mse", "ProjectorPair": "projector",
+          "pool_channels": "base"}
 
 
-def needs_teacher(method: str) -> bool:
-    """Every method but the no-KD baseline (none) reads the teacher."""
-    return method != "none"
-
-
-def pool_channels(ft: torch.Tensor, channels: int) -> torch.Tensor:
-    """Average groups of adjacent teacher channels down to `channels` (no-op when already narrow enough).
-
-    The authors call adaptive_avg_pool3d on the 4-D [B, C, H, W] tensor, which treats
-    it as one unbatched (C, D, H, W) volume and so pools dim 1, the channels.
-    """
-    if ft.shape[1] <= channels:
-        return ft
-    return F.adaptive_avg_pool3d(ft, (channels, None, None))
-
-
-def spectral_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """MSE between real and imaginary parts of the ortho rfft2 over (H, W), teacher pooled to the student's width."""
-    ft = pool_channels(ft, fs.shape[1])
-    spec_s = torch.view_as_real(torch.fft.rfft2(fs.float(), norm="ortho"))
-    spec_t = torch.view_as_real(torch.fft.rfft2(ft.float(), norm="ortho"))
-    return F.mse_loss(spec_s, spec_t)
-
-
-def pooled_mse_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """Plain spatial MSE after channel pooling."""
-    return F.mse_loss(fs.float(), pool_channels(ft, fs.shape[1]).float())
-
-
-class ProjectorPair(nn.Module):
-    """Per-token Linear(C_s -> C_t), BatchNorm on both sides, MSE (paper.md 3.4).
-
-    The BatchNorms always use batch statistics, as in the authors' code, where the
-    criterion module stays in train mode.
-    """
-
-    def __init__(self, c_s: int, c_t: int):
-        super().__init__()
-        self.proj = nn.Linear(c_s, c_t)
-        self.bn_s = nn.BatchNorm2d(c_t)
-        self.bn_t = nn.BatchNorm2d(c_t)
-
-    def forward(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-        ps = self.proj(fs.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        ns = F.batch_norm(ps, None, None, self.bn_s.weight, self.bn_s.bias, training=True, eps=self.bn_s.eps)
-        nt = F.batch_norm(ft, None, None, self.bn_t.weight, self.bn_t.bias, training=True, eps=self.bn_t.eps)
-        return F.mse_loss(ns.float(), nt.float())
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"{__package__}.methods.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -71,25 +40,24 @@ class LossTerms:
 
 
 class DistillationLoss(nn.Module):
-    """CE + logit KD + feature loss over the selected (student block, teacher block) pairs."""
+    """CE + logit KD + the method's feature term over the selected (student block, teacher block) pairs.
 
-    def __init__(self, method: str, pairs: list[tuple[int, int]], *, alpha: float, tau: float,
-                 feature_weight: float, label_smoothing: float, widths: tuple[int, int] | None = None,
-                 projector_trainable: bool = True):
+    `method`: a registered name or a user's `module:Class` / `file.py:Class` (None: plain cross-entropy,
+    as the teacher's pretraining); `params`: the method's parameters (distdyn.methods.resolve_params).
+    Without the teacher (method none) alpha is 0.
+    """
+
+    def __init__(self, method: str | None, pairs: list[tuple[int, int]], *, alpha: float, tau: float,
+                 feature_weight: float, label_smoothing: float, widths: tuple[int, int] | None = None, **params):
         super().__init__()
-        if method not in ("none", "logit", *FEATURE_METHODS):
-            raise ValueError(f"unknown distillation method {method!r}")
-        self.method = method
-        self.pairs = [tuple(p) for p in pairs] if method in FEATURE_METHODS else []
-        self.alpha = 0.0 if method == "none" else alpha
+        cls = get_method(method) if method is not None else None
+        self.method = method if method is not None else "none"
+        self.pairs = [tuple(p) for p in pairs] if cls is not None and cls.uses_pairs else []
+        self.alpha = alpha if cls is not None and cls.reads_teacher else 0.0
         self.tau = tau
         self.feature_weight = feature_weight
         self.label_smoothing = label_smoothing
-        self.projectors = nn.ModuleList()
-        if method == "projector":
-            c_s, c_t = widths
-            self.projectors.extend(ProjectorPair(c_s, c_t) for _ in self.pairs)
-            self.projectors.requires_grad_(projector_trainable)
+        self.feature = cls(self.pairs, widths, **resolve_params(cls, params)) if self.pairs else None
 
     @property
     def student_indices(self) -> list[int]:
@@ -100,15 +68,7 @@ class DistillationLoss(nn.Module):
         return sorted({t for _, t in self.pairs})
 
     def feature_loss(self, fs: dict[int, torch.Tensor], ft: dict[int, torch.Tensor]) -> torch.Tensor:
-        losses = []
-        for i, (s, t) in enumerate(self.pairs):
-            if self.method == "spectral":
-                losses.append(spectral_loss(fs[s], ft[t]))
-            elif self.method == "mse":
-                losses.append(pooled_mse_loss(fs[s], ft[t]))
-            else:
-                losses.append(self.projectors[i](fs[s], ft[t]))
-        return torch.stack(losses).mean()
+        return self.feature(fs, ft)
 
     def forward(self, logits_s: torch.Tensor, labels: torch.Tensor, logits_t: torch.Tensor | None = None,
                 feats_s: dict[int, torch.Tensor] | None = None, feats_t: dict[int, torch.Tensor] | None = None

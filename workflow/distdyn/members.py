@@ -54,11 +54,14 @@ def criterion_seed(seed: int) -> int:
 
 
 def make_criterion(spec: dict, widths: tuple[int, int]) -> DistillationLoss:
-    s = spec.get("setting") or {"method": "none", "pairs": [], "alpha": 0.0, "tau": 1.0, "feature_weight": 0.0,
-                                "label_smoothing": spec.get("label_smoothing", 0.1), "projector_trainable": False}
+    """A run's loss: its setting's method with the setting's weights and parameters; for a teacher (no
+    setting) plain cross-entropy, through no method."""
+    s = spec.get("setting")
+    if s is None:
+        return DistillationLoss(None, [], alpha=0.0, tau=1.0, feature_weight=0.0,
+                                label_smoothing=spec.get("label_smoothing", 0.1))
     return DistillationLoss(s["method"], s["pairs"], alpha=s["alpha"], tau=s["tau"], feature_weight=s["feature_weight"],
-                            label_smoothing=s["label_smoothing"], widths=widths,
-                            projector_trainable=s["projector_trainable"])
+                            label_smoothing=s["label_smoothing"], widths=widths, **s.get("params", {}))
 
 
 def make_optimizer(model: nn.Module, criterion: nn.Module, train_cfg: dict, rt: Runtime):
@@ -78,7 +81,8 @@ def make_optimizer(model: nn.Module, criterion: nn.Module, train_cfg: dict, rt: 
 
 def reads_teacher(spec: dict) -> bool:
     """Whether a job spec's setting reads the teacher (a teacher's own spec has no setting)."""
-    return needs_teacher(spec.get("setting", {}).get("method", "none"))
+    setting = spec.get("setting")
+    return setting is not None and needs_teacher(setting["method"])
 
 
 @dataclass

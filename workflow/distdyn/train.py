@@ -9,7 +9,7 @@ checkpoint epochs and DIR/final.pt, each atomically. With --resume, the full
 training state is saved there after every epoch; a rerun with the same spec
 resumes from it and ends with the same weights as an uninterrupted run.
 
---group trains several students of one seed together (a list of {spec, out, resume, ready}):
+--group trains several students of one seed together (a list of {spec, out, resume, ready, code}):
 they see the same batches, so each batch gets one teacher forward (the logits and the
 blocks some member aligns to) and then every member's own step. Each member keeps its
 own model, optimizer, RNG stream (dropout, drop-path), log lines, checkpoints and

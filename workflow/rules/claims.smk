@@ -4,6 +4,7 @@ rule claims:
         accuracy="results/metrics/accuracy.csv",
         curves="results/metrics/curves.csv",
         correct="results/metrics/val_correct.npz",
+        cka="results/metrics/cka.csv",
     output:
         md=report("results/claims.md", caption="../report/claims.rst", category="4. Claims"),
         json="results/claims.json",
@@ -23,5 +24,6 @@ rule claims:
         options=claims_options(),
     shell:
         "python -m distdyn.claims --layers {input.layers} --accuracy {input.accuracy} --curves {input.curves} "
-        "--correct {input.correct} --settings-json {params.settings:q} {params.depths} {params.options} --out {output.md} "
+        "--correct {input.correct} --cka {input.cka} --settings-json {params.settings:q} {params.depths} "
+        "{params.options} --out {output.md} "
         "--json {output.json} > {log} 2>&1"

@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import shlex
@@ -75,7 +76,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-from distdyn.fingerprint import fingerprint  # noqa: E402
+from distdyn.fingerprint import fingerprint, method_fingerprint  # noqa: E402
 
 
 def code_fingerprint(module):
@@ -84,6 +85,18 @@ def code_fingerprint(module):
     Derived, not listed: a change of behaviour re-runs the rule (params trigger), a comment,
     docstring, formatting edit or new mtime does not. `python -m distdyn.fingerprint` shows them."""
     return fingerprint(module, root=PKG_DIR)
+
+
+def with_method(code, setting):
+    """A student's training code: the engine's fingerprint (`code`, which covers no method) and that of its
+    setting's method (a built-in's module, a user's file: distdyn.fingerprint.method_fingerprint), so that
+    editing one method re-runs only the settings that use it."""
+    return f"{code}; {method_code(STUDENT_SPECS[(setting, SEEDS[0])]['setting']['method'])}"
+
+
+@functools.cache
+def method_code(method):
+    return method_fingerprint(method, root=PKG_DIR)
 
 
 def as_json(obj):
@@ -214,7 +227,7 @@ def run_dir(setting, seed):
 
 
 def setting_needs_teacher(setting):
-    from distdyn.losses import needs_teacher
+    from distdyn.methods import needs_teacher
 
     return needs_teacher(next(s for s in config["settings"] if s["name"] == setting)["method"])
 
@@ -251,7 +264,11 @@ def student_entry(setting, seed):
     from distdyn.store import entry_dir
 
     # the key covers the spec and the same code fingerprint as the rule's params.code
-    return str(entry_dir(STUDENT_STORE, STUDENT_SPECS[(setting, int(seed))], code_fingerprint("distdyn.train")))
+    return str(entry_dir(STUDENT_STORE, STUDENT_SPECS[(setting, int(seed))], student_code(setting)))
+
+
+def student_code(setting):
+    return with_method(code_fingerprint("distdyn.train"), setting)
 
 
 def ready_file(setting, seed="{seed}"):
@@ -259,7 +276,7 @@ def ready_file(setting, seed="{seed}"):
     from distdyn.store import job_key
 
     spec = {**STUDENT_SPECS[(setting, SEEDS[0])], "seed": None}  # the same for every seed but the seed
-    return f"results/students/shared/seed_{seed}/{setting}.{job_key(spec, code_fingerprint('distdyn.train'))}.json"
+    return f"results/students/shared/seed_{seed}/{setting}.{job_key(spec, student_code(setting))}.json"
 
 
 def group_members(seed):
@@ -269,6 +286,7 @@ def group_members(seed):
             "out": run_dir(s, seed),
             "resume": student_resume(s, seed),
             "ready": ready_file(s, seed),
+            "code": student_code(s),
         }
         for s in SHARED_SETTINGS
     ]

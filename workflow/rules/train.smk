@@ -96,7 +96,7 @@ rule distill_student:
         mem_mb=RES["train_mem_mb"],
         runtime=RES["train_runtime"],
     params:
-        code=code_fingerprint("distdyn.train"),
+        code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
         spec=lambda w: as_json(STUDENT_SPECS[(w.setting, int(w.seed))]),
         entry=lambda w: student_entry(w.setting, w.seed),
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",

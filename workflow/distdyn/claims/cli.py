@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import TableError, cli, first_line, read_table, remedy
 from ..io import read_spec, write_text
+from .beyond import beyond_section
 from .render import json_safe, records, render_markdown, settings_preamble
 from .settings import Tolerances
 from .verdicts import evaluate
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", required=True)
     p.add_argument("--accuracy", required=True)
     p.add_argument("--curves", required=True)
+    p.add_argument("--cka", help="cka.csv: linear CKA beside the entropy profiles of methods beyond the paper")
     p.add_argument("--settings-json", required=True,
                    help="JSON {name: {method, pairs}} (a string, or a path to a JSON file)")
     p.add_argument("--student-depth", type=int, required=True)
@@ -57,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     settings = read_spec(a.settings_json.strip())
     given = {f.name: getattr(a, f.name) for f in fields(Tolerances) if getattr(a, f.name) is not None}
-    verdicts = evaluate(_read_csv(a.layers), _read_csv(a.accuracy), _read_csv(a.curves), settings,
-                        a.student_depth, a.teacher_depth, read_correct(a.correct) if a.correct else None, **given)
+    layers, accuracy = _read_csv(a.layers), _read_csv(a.accuracy)
+    verdicts = evaluate(layers, accuracy, _read_csv(a.curves), settings, a.student_depth, a.teacher_depth,
+                        read_correct(a.correct) if a.correct else None, **given)
     claims = records(verdicts)
     preamble = settings_preamble(settings, a.student_depth, a.teacher_depth, Tolerances(**given))
-    write_text(render_markdown(claims, a.title, preamble), a.out)
+    beyond = beyond_section(layers, accuracy, settings, a.student_depth, a.teacher_depth, Tolerances(**given),
+                            _read_csv(a.cka))
+    write_text(render_markdown(claims, a.title, preamble) + (f"\n{beyond}" if beyond else ""), a.out)
     if a.json:
         write_text(json.dumps(json_safe(claims), indent=2) + "\n", a.json)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..losses import FEATURE_METHODS
+from ..methods import PAPER_FEATURE_METHODS as FEATURE_METHODS  # the paper's claims judge its methods only
 from ..schema import schema_default
 
 
