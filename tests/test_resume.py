@@ -153,7 +153,8 @@ def test_killed_group_job_resumes_every_member_to_identical_weights(group_setup,
     for name, (_, reference) in members_ref.items():
         out = run / "out" / name
         restored = subprocess.run([sys.executable, "-m", "distdyn.store", "restore", str(entries[name]), "--out",
-                                   str(out)], env=package_env(), capture_output=True, text=True, timeout=60)
+                                   str(out), "--teacher", str(tmp / "teacher" / "final.pt")],  # restored for it only
+                                  env=package_env(), capture_output=True, text=True, timeout=60)
         assert restored.returncode == 0, restored.stderr
         for f in ("epoch_2.pt", "epoch_4.pt", "final.pt"):
             assert same_weights(out / f, reference / f), (name, f)
