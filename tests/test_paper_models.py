@@ -21,6 +21,8 @@ from helpers import ROOT, documented_commands, fake_imagefolder, make_workdir, r
 
 pytestmark = pytest.mark.slow
 
+# The preset's students of one seed (the paper's seven settings and ViTKD), as the preset lists them.
+STUDENTS = len(yaml.safe_load((ROOT / "presets" / "imagenet_paper.yaml").read_text())["settings"])
 SIZES = {
     "data": {"num_workers": 2},
     "probe": {"size": 3},
@@ -74,7 +76,7 @@ def test_teacher_dump_is_caits_24_self_attention_blocks(paper_run):
 
 def test_student_dumps_are_deit_tiny(paper_run):
     dumps = sorted((paper_run / "results/activations").glob("*/seed_0/final.h5"))
-    assert len(dumps) == 7
+    assert len(dumps) == STUDENTS
     for path in dumps:
         with h5py.File(path) as f:
             assert f["blocks"].shape == (12, 3, 196, 192), path
@@ -89,7 +91,7 @@ def test_pairs_and_cka(paper_run):
     assert "| projector_first_last | projector | 0<->0, 11<->23 | early+late |" in claims
     cka = pd.read_csv(paper_run / "results/metrics/cka.csv")
     per_checkpoint = cka.groupby("model")  # one per student checkpoint: {setting}/seed_{seed}/{checkpoint}
-    assert per_checkpoint.ngroups == 7
+    assert per_checkpoint.ngroups == STUDENTS
     for _, table in per_checkpoint:
         assert table[["student_layer", "teacher_layer"]].drop_duplicates().shape[0] == 12 * 24
 
@@ -131,4 +133,4 @@ def test_a_pretrained_file_replaced_at_its_path_retrains_the_teacher_and_its_stu
     table = out[re.search(r"^job\s+count$", out, re.M).end():]
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[:table.index("total")], re.M)}
     assert {k: planned.get(k) for k in ("fetch_weights", "pretrain_teacher", "distill_group", "distill_student")} == {
-        "fetch_weights": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 7}
+        "fetch_weights": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": STUDENTS}
