@@ -95,6 +95,13 @@ def describe_model(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[in
     return _describe(model_cfg, num_classes, in_chans)[:2]
 
 
+def model_footprint(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int, int, int]:
+    """(parameters, blocks, tokens of a block's output without prefix tokens, width), without allocating weights."""
+    model = create_model(model_cfg, num_classes, in_chans, device="meta")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", (1, 1))
+    return sum(p.numel() for p in model.parameters()), num_blocks(model), int(grid[0] * grid[1]), model.num_features
+
+
 def input_size(model_cfg: dict, num_classes: int, in_chans: int) -> tuple[int, int] | None:
     """The (height, width) of the images the model is built for, or None where it takes any size."""
     return _describe(model_cfg, num_classes, in_chans)[2]

@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True, help="the student's output folder")
     r.add_argument("--teacher", help="the student's teacher checkpoint: restored only if the entry was distilled "
                                      "from a checkpoint with the same content")
+    r.add_argument("--ready", help="without COMMAND: the group job's status file of this student, removed when "
+                                   "nothing is stored, so that the next run trains the student in its group job")
     args = p.parse_args(argv)
     teacher = checkpoint_digest(args.teacher) if args.teacher and record(args.entry) else None  # only if needed
     status = restore(args.entry, args.out, teacher)
@@ -204,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         sys.stdout.flush()
         os.execvp(command[0], command)
+    if status == NOT_STORED and args.ready:
+        Path(args.ready).unlink(missing_ok=True)
+        print(f"{stamp()} error: nothing stored for this student in {args.entry} (its group job's entry was removed "
+              f"or made from another teacher); removed {args.ready}, so the next run trains it again in its group "
+              f"job", file=sys.stderr, flush=True)
     return status
 
 

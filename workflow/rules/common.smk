@@ -13,6 +13,7 @@ PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
 
 from distdyn.jobenv import export_environment  # noqa: E402
+from distdyn.requests import train_request  # noqa: E402
 from distdyn.errors import DistdynError, error_line  # noqa: E402
 from distdyn.config import (  # noqa: E402
     PRETRAINED_TEACHER,
@@ -111,8 +112,6 @@ def launcher(train_cfg):
     return "python -m"
 
 
-def gpus(train_cfg):
-    return RES["gpu"] * train_cfg["gpus"]
 
 
 def model_weights(wildcards):
@@ -292,10 +291,15 @@ def group_members(seed):
     ]
 
 
-# Scheduler resources of a group job grow with its students: each adds its model, optimizer and
-# loss state (resources.group_member_mem_mb) and at most one student's training time.
-GROUP_MEM_MB = RES["train_mem_mb"] + max(len(SHARED_SETTINGS) - 1, 0) * RES["group_member_mem_mb"]
-GROUP_RUNTIME = RES["train_runtime"] * max(len(SHARED_SETTINGS), 1)
+# Scheduler requests of the training jobs (distdyn.requests: GPUs, nodes, CPUs and memory per node,
+# runtime from the throughput table), the same that `python -m distdyn.plan` shows. A group job's grow
+# with its students, which share each batch's loading and teacher forward.
+TEACHER_REQUEST = train_request(config, "teacher", DATA_INFO)
+GROUP_REQUEST = train_request(config, "student", DATA_INFO, [True] * max(len(SHARED_SETTINGS), 1))
+
+
+def student_request(setting):
+    return train_request(config, "student", DATA_INFO, [setting_needs_teacher(setting)])
 
 
 def final_targets():

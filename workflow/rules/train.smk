@@ -33,11 +33,11 @@ rule pretrain_teacher:
         "results/benchmarks/pretrain_teacher.tsv"
     conda:
         ENV
-    threads: config["teacher"]["train"]["threads"]
+    threads: TEACHER_REQUEST.cpus
     resources:
-        gpu=gpus(config["teacher"]["train"]),
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        gpu=TEACHER_REQUEST.gpu,
+        mem_mb=TEACHER_REQUEST.mem_mb,
+        runtime=TEACHER_REQUEST.runtime,
     params:
         code=code_fingerprint("distdyn.train"),
         spec=as_json(TEACHER_SPEC),
@@ -61,11 +61,11 @@ rule distill_group:
         "results/benchmarks/distill_group/seed_{seed}.tsv"
     conda:
         ENV
-    threads: config["student"]["train"]["threads"]
+    threads: GROUP_REQUEST.cpus
     resources:
-        gpu=gpus(config["student"]["train"]),
-        mem_mb=GROUP_MEM_MB,
-        runtime=GROUP_RUNTIME,
+        gpu=GROUP_REQUEST.gpu,
+        mem_mb=GROUP_REQUEST.mem_mb,
+        runtime=GROUP_REQUEST.runtime,
     params:
         code=code_fingerprint("distdyn.train"),
         members=lambda w: as_json(group_members(w.seed)),
@@ -79,7 +79,6 @@ rule distill_group:
 rule distill_student:
     input:
         teacher=lambda w: "results/teacher/final.pt" if setting_needs_teacher(w.setting) else [],
-        ready=lambda w: ancient(ready_file(w.setting, w.seed)) if w.setting in SHARED_SETTINGS else [],
     output:
         final="results/students/{setting}/seed_{seed}/final.pt",
         log="results/students/{setting}/seed_{seed}/log.jsonl",
@@ -90,11 +89,13 @@ rule distill_student:
         "results/benchmarks/distill_student/{setting}_seed_{seed}.tsv"
     conda:
         ENV
-    threads: config["student"]["train"]["threads"]
+    wildcard_constraints:
+        setting=alternatives([s for s in SETTINGS if s not in SHARED_SETTINGS]),
+    threads: lambda w: student_request(w.setting).cpus
     resources:
-        gpu=gpus(config["student"]["train"]),
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        gpu=lambda w: student_request(w.setting).gpu,
+        mem_mb=lambda w: student_request(w.setting).mem_mb,
+        runtime=lambda w: student_request(w.setting).runtime,
     params:
         code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
         spec=lambda w: as_json(STUDENT_SPECS[(w.setting, int(w.seed))]),
@@ -107,3 +108,33 @@ rule distill_student:
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+
+
+# A student that trained in its seed's group job: its files are copied from the store (a reflink or a
+# copy, a fraction of a second), so the job asks for no GPU and runs where Snakemake runs (under SLURM,
+# on the submitting machine, instead of waiting in the queue for nothing).
+localrules:
+    restore_student,
+
+
+rule restore_student:
+    input:
+        teacher="results/teacher/final.pt",
+        ready=lambda w: ancient(ready_file(w.setting, w.seed)),
+    output:
+        final="results/students/{setting}/seed_{seed}/final.pt",
+        log="results/students/{setting}/seed_{seed}/log.jsonl",
+        epochs=expand("results/students/{{setting}}/seed_{{seed}}/{ckpt}.pt", ckpt=STUDENT_CKPTS[:-1]),
+    log:
+        "results/logs/restore_student/{setting}_seed_{seed}.log",
+    conda:
+        ENV
+    wildcard_constraints:
+        setting=alternatives(SHARED_SETTINGS),
+    params:
+        code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
+        entry=lambda w: student_entry(w.setting, w.seed),
+        out=lambda w, output: os.path.dirname(output.final),
+    shell:
+        "python -m distdyn.store restore {params.entry} --out {params.out} --teacher {input.teacher} "
+        "--ready {input.ready} > {log} 2>&1"
