@@ -81,7 +81,8 @@ def main() -> None:
         x, y = torch.randn(batch, *size, device=device), torch.randint(0, info.num_classes, (batch,), device=device)
         xe = torch.randn(eval_batch, *size, device=device)
         rates[f"{role}_step"] = step_rate(model, x, y, args.steps, device, amp)
-        rates["student_eval" if role == "student" else "teacher_forward"] = forward_rate(model, xe, args.steps, device, amp)
+        forward = "student_eval" if role == "student" else "teacher_forward"
+        rates[forward] = forward_rate(model, xe, args.steps, device, amp)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name}; torch {torch.__version__}; eager; {', '.join(args.configfile)}")
     print("throughput:")

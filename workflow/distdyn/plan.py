@@ -16,7 +16,6 @@ training and validation images than the data folder holds (a study planned on a 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ class Job:
         return self.rule + "".join(f" {v}" for v in self.wildcards.values())
 
 
-def plan(configfiles: list[str], config: dict, snakefile: Path) -> tuple[list["Job"], dict[str, int]]:
+def plan(configfiles: list[str], config: dict, snakefile: Path) -> tuple[list[Job], dict[str, int]]:
     """The jobs Snakemake would run now, with their requests and estimates, and the disk the run writes."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
@@ -156,8 +155,9 @@ def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | N
     for name, group in shown.items():
         job, n = group[0], len(group)
         label = name if n == 1 else f"{name} (x{n})"
-        lines.append(f"{label:<40} {job.gpu:>5} {job.nodes:>5} {job.cpus:>5} {job.mem_mb / 1000 if job.mem_mb else '-':>7} "
-                     f"{duration(job.runtime) if job.runtime else '-':>9} {duration(job.estimate) if job.estimate else '-':>9}")
+        mem = f"{job.mem_mb / 1000:.0f}" if job.mem_mb else "-"
+        request, estimate = (duration(m) if m else "-" for m in (job.runtime, job.estimate))
+        lines.append(f"{label:<40} {job.gpu:>5} {job.nodes:>5} {job.cpus:>5} {mem:>7} {request:>9} {estimate:>9}")
     gpu_hours = sum(j.estimate * j.gpu for j in jobs) / 60
     lines += ["", f"jobs: {len(jobs)}; GPU-hours at the throughput table: {gpu_hours:,.1f}",
               f"critical path (unlimited GPUs): {duration(wall_minutes(jobs, None))}"]
@@ -165,10 +165,10 @@ def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | N
         layout = f"{gpus // gpus_per_node} nodes x {gpus_per_node} GPUs" if gpus_per_node else f"{gpus} GPUs"
         lines.append(f"wall time on {layout}: {duration(wall_minutes(jobs, gpus))} (queue waits not counted)")
         if gpus_per_node:
-            for job in jobs:
-                if job.gpu > gpus_per_node * job.nodes or job.gpu > gpus:
-                    lines.append(f"warning: {job.name} asks for {job.gpu} GPUs on {job.nodes} node(s): it does not "
-                                 f"fit nodes of {gpus_per_node} GPUs (set train.nodes)")
+            misfits = [j.name for j in jobs if j.gpu > gpus_per_node * j.nodes or j.gpu > gpus]
+            if misfits:
+                lines.append(f"warning: {len(misfits)} job(s) ask for more GPUs per node than a node has "
+                             f"({gpus_per_node}): {', '.join(misfits)}; set train.nodes")
     lines.append(f"disk: checkpoints {human_bytes(disk['checkpoints'])}, activation dumps {human_bytes(disk['dumps'])}")
     return "\n".join(lines)
 

@@ -112,8 +112,6 @@ def launcher(train_cfg):
     return "python -m"
 
 
-
-
 def model_weights(wildcards):
     """The checkpoint a model's dump reads: the trained or imported teacher, or an extra model's weights."""
     if wildcards.model == "teacher":

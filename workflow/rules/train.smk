@@ -87,10 +87,10 @@ rule distill_student:
         "results/logs/distill_student/{setting}_seed_{seed}.log",
     benchmark:
         "results/benchmarks/distill_student/{setting}_seed_{seed}.tsv"
-    conda:
-        ENV
     wildcard_constraints:
         setting=alternatives([s for s in SETTINGS if s not in SHARED_SETTINGS]),
+    conda:
+        ENV
     threads: lambda w: student_request(w.setting).cpus
     resources:
         gpu=lambda w: student_request(w.setting).gpu,
@@ -127,10 +127,10 @@ rule restore_student:
         epochs=expand("results/students/{{setting}}/seed_{{seed}}/{ckpt}.pt", ckpt=STUDENT_CKPTS[:-1]),
     log:
         "results/logs/restore_student/{setting}_seed_{seed}.log",
-    conda:
-        ENV
     wildcard_constraints:
         setting=alternatives(SHARED_SETTINGS),
+    conda:
+        ENV
     params:
         code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
         entry=lambda w: student_entry(w.setting, w.seed),
