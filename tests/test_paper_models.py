@@ -97,7 +97,7 @@ def test_pairs_and_cka(paper_run):
 
 
 def test_training_used_the_deit_recipe(paper_run):
-    log = (paper_run / "results/logs/distill_student/spectral_last_seed_0.log").read_text()
+    log = (paper_run / "results/logs/restore_student/spectral_last_seed_0.log").read_text()
     assert "amp torch.bfloat16" in log
     teacher_log = (paper_run / "results/teacher/log.jsonl").read_text()
     assert '"epoch": 0' in teacher_log  # imported, not trained (train.epochs 0)
@@ -132,5 +132,7 @@ def test_a_pretrained_file_replaced_at_its_path_retrains_the_teacher_and_its_stu
     out = proc.stdout + proc.stderr
     table = out[re.search(r"^job\s+count$", out, re.M).end():]
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[:table.index("total")], re.M)}
-    assert {k: planned.get(k) for k in ("fetch_weights", "pretrain_teacher", "distill_group", "distill_student")} == {
-        "fetch_weights": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": STUDENTS}
+    rules = ("fetch_weights", "pretrain_teacher", "distill_group", "distill_student", "restore_student")
+    assert {k: planned.get(k) for k in rules} == {  # every student shares the teacher's forward: none trains alone
+        "fetch_weights": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": None,
+        "restore_student": STUDENTS}

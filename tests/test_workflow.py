@@ -98,8 +98,8 @@ def test_report_builds(finished_run):
 AGGREGATES = {"gather_metrics": 1, "gather_cka": 1, "accuracy_tables": 1, "phases": 1, "encoding": 1,
               "plot": 1, "claims": 1}
 # A student that needs the teacher trains in its seed's group job (distill_group, which skips the
-# stored students) and is restored by its own job.
-ONE_STUDENT = {"distill_group": 1, "distill_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1}
+# stored students) and is restored by its own job (restore_student, a local rule without GPU).
+ONE_STUDENT = {"distill_group": 1, "restore_student": 1, "dump_activations": 1, "compute_metrics": 1, "cka": 1}
 
 
 @pytest.fixture
@@ -168,11 +168,11 @@ def test_changed_loss_weight_trains_only_that_setting_and_leaves_the_others_unto
         "logit": "stored", "spectral_last": "trained", "projector_first": "stored"}  # one file each, stale ones gone
     group_log = (rerun_dir / "results/logs/distill_group/seed_0.log").read_text()
     assert "sharing one teacher forward: spectral_last\n" in group_log
-    own_log = (rerun_dir / "results/logs/distill_student/spectral_last_seed_0.log").read_text()
+    own_log = (rerun_dir / "results/logs/restore_student/spectral_last_seed_0.log").read_text()
     assert "restored spectral_last seed 0" in own_log and "spectral_last seed 0: epoch 2:" not in own_log
     assert "epoch 2: loss" in own_log  # the student's own lines of the group job, without its prefix
     assert _planned(rerun_dir) == {k: v for k, v in {**ONE_STUDENT, **AGGREGATES}.items()
-                                   if k not in ("distill_group", "distill_student")}
+                                   if k not in ("distill_group", "restore_student")}
 
 
 SHARED = ["logit", "spectral_last", "projector_first"]  # the students that read the teacher
@@ -273,7 +273,7 @@ def test_added_setting_runs_only_its_jobs_and_aggregates(rerun_dir):
 
 # ---------------------------------------------------------------- code changes: content fingerprints
 
-ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 4,
+ALL_JOBS = {"select_probe": 1, "pretrain_teacher": 1, "distill_group": 1, "distill_student": 1, "restore_student": 3,
             "dump_model_activations": 1, "dump_activations": 4, "compute_model_metrics": 1, "compute_metrics": 4,
             "cka": 4, **AGGREGATES}
 # The metric engine's jobs and what reads their tables; CKA and encoding read only the dumps (distdyn.analysis
@@ -473,6 +473,7 @@ def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
         covered = {f"distdyn.{p.stem}" for p in closure(declared[r], code_run / "workflow")}
         assert declared[r] in modules and modules <= covered, (r, modules, declared[r])
     assert runs["distill_student"] == {"distdyn.store", "distdyn.train"}
+    assert runs["restore_student"] == {"distdyn.store"}
 
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])

@@ -132,7 +132,7 @@ rule restore_student:
     conda:
         ENV
     params:
-        code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
+        code=code_fingerprint("distdyn.store"),
         entry=lambda w: student_entry(w.setting, w.seed),
         out=lambda w, output: os.path.dirname(output.final),
     shell:
