@@ -344,6 +344,10 @@ def check_config(cfg: dict) -> dict:
 
     if not cfg["settings"] and not cfg["extra_models"]:
         raise ConfigError("settings", "nothing to run: give distillation settings, or extra_models to analyse")
+    res = cfg["resources"]
+    if res["max_runtime"] is not None and res["max_runtime"] <= res["startup_minutes"]:
+        raise ConfigError("resources.max_runtime", f"{res['max_runtime']} minutes leaves no time to train after "
+                                                   f"resources.startup_minutes ({res['startup_minutes']}): raise it")
     seeds = [int(s) for s in cfg["seeds"]]
     if len(set(seeds)) != len(seeds):
         twice = next(s for s in seeds if seeds.count(s) > 1)

@@ -16,6 +16,7 @@ from .io import write_lines
 from .members import Member, checkpoint_dict
 from .models import atomic_save
 from .runtime import Runtime, autocast
+from .segments import Deadline, SegmentEnd
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -106,14 +107,16 @@ def train_one_epoch(members: list[Member], teacher, batches: Batches, gen, rt: R
     return sums.tolist()
 
 
-def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Runtime, on_done=None) -> None:
+def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Runtime, on_done=None,
+                  deadline: Deadline | None = None, progress=None) -> None:
     """Train every member to its last epoch (a group job's or a single run's loop).
 
     Members at the same epoch train together; after a kill between two members' saves some are an
     epoch ahead, and the others catch up first (each resume state holds its data generator's state).
     A member whose loss turns non-finite stops with `error` set; the others go on. `on_done(member)`
     runs on rank 0 for each member that finished (after its final.pt, before its resume state is
-    cleared) or failed.
+    cleared) or failed. Before each epoch `deadline` (distdyn.segments) may end the job with SegmentEnd;
+    after each, `progress(epoch)` runs on rank 0 with the epoch every member has finished.
     """
     epochs = members[0].spec["train"]["epochs"]
     lr_step = members[0].spec["train"]["lr_step"]
@@ -126,6 +129,9 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
         if not active:
             break
         first = min(active, key=lambda m: m.state.epoch)
+        if deadline is not None and not _agreed(deadline.allows(), rt):
+            raise SegmentEnd(first.state.epoch, epochs)
+        started = time.perf_counter()
         cohort = [m for m in active if m.state.epoch == first.state.epoch and torch.equal(m.gen_state, first.gen_state)]
         e = first.state.epoch
         gen.set_state(first.gen_state)
@@ -155,6 +161,11 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
             _end_epoch(m, line, rt)
             if rt.main:
                 _report(bar, m, line)
+        if deadline is not None:
+            deadline.record(time.perf_counter() - started)
+        if progress is not None and rt.main:
+            progress(min(m.state.epoch for m in members if m.error is None) if any(m.error is None for m in members)
+                     else e + 1)
     if rt.main:
         for m in members:
             if m.error is None:
@@ -163,6 +174,15 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
                 if on_done is not None:
                     on_done(m)
                 m.resume.clear()
+
+
+def _agreed(flag: bool, rt: Runtime) -> bool:
+    """Rank 0's `flag` on every rank (their clocks differ: all must stop at the same epoch)."""
+    if rt.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=rt.device)
+    torch.distributed.broadcast(t, 0)
+    return bool(t.item())
 
 
 def _end_epoch(m: Member, line: dict, rt: Runtime) -> None:

@@ -19,7 +19,8 @@ STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal f
 
 
 def run_group(members: list[dict], *, teacher_path: str | None = None, store: str | None = None,
-              code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None) -> dict:
+              code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None,
+              deadline=None, attempts=None) -> dict:
     """Train students that see the same batches (one seed) together: one teacher forward per batch.
 
     `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE, "code": TEXT}, ...] (resume, ready
@@ -29,7 +30,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
     content digest, hashed once here) or finished in its `out` under the same key is skipped; the others
     train in a staging folder of the store and are published there when done.
     Returns {setting: status} (trained, stored, adopted, failed), which each member's `ready` file
-    receives as JSON at the end (the group rule's outputs).
+    receives as JSON at the end (the group rule's outputs). `deadline` and `attempts` as for train.run.
     """
     specs = [m["spec"] for m in members]
     for s in specs[1:]:
@@ -101,7 +102,10 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
                 member.log(f"finished: top-1 {member.metrics['test_acc1']:.2f}%, published to {entry}")
                 publish(member.out, entry, _run_files(member.spec), member.lines, meta)
 
-        train_members(built, shared_teacher_forward(teacher, built, rt), batches, gen, rt, on_done=done)
+        if attempts is not None:
+            attempts.started(min(m.state.epoch for m in built))
+        train_members(built, shared_teacher_forward(teacher, built, rt), batches, gen, rt, on_done=done,
+                      deadline=deadline, progress=attempts.progress if attempts is not None else None)
         for member in built:
             status.setdefault(member.spec["name"], "failed" if member.error is not None else "trained")
     if rt.main:

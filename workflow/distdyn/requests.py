@@ -16,8 +16,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Request:
     """A training job's scheduler request: `gpu` processes (one GPU each on GPU rules) over `nodes` nodes,
-    `cpus` and `mem_mb` per node, `runtime` minutes; `estimate` is the throughput table's minutes before
-    the margin and the start-up time are added."""
+    `cpus` and `mem_mb` per node, `runtime` minutes (at most resources.max_runtime); `estimate` is the
+    throughput table's minutes before the margin and the start-up time are added; `segments` the attempts
+    it takes under the time limit, `retries` the Snakemake retries it gets (segments - 1 and
+    resources.extra_attempts for preemptions, where a time limit is set)."""
 
     gpu: int
     nodes: int
@@ -25,6 +27,8 @@ class Request:
     mem_mb: int
     runtime: int
     estimate: float
+    segments: int = 1
+    retries: int = 0
 
 
 def loader_workers(data_cfg: dict) -> int:
@@ -79,10 +83,15 @@ def train_request(cfg: dict, role: str, info, students: list[bool] | None = None
         runtime = res["train_runtime"] * members
     else:
         runtime = math.ceil(res["startup_minutes"] + res["runtime_margin"] * estimate)
+    segments, retries, limit = 1, 0, res["max_runtime"]
+    if limit is not None:
+        # each segment starts up again; the rest of it trains (config.check_config: limit > startup_minutes)
+        segments = max(1, math.ceil((runtime - res["startup_minutes"]) / (limit - res["startup_minutes"])))
+        runtime, retries = min(runtime, limit), segments - 1 + res["extra_attempts"]
     extra = (members - 1) * res["group_member_mem_mb"]  # each further student's model, optimizer and loss state
     if res["train_mem_mb"] is not None:
         mem = res["train_mem_mb"] + extra
     else:
         mem = per_node * (res["rank_mem_mb"] + workers * res["worker_mem_mb"] + extra)
     return Request(gpu=res["gpu"] * procs, nodes=nodes, cpus=per_node * (train["threads"] + workers),
-                   mem_mb=int(mem), runtime=int(runtime), estimate=estimate)
+                   mem_mb=int(mem), runtime=int(runtime), estimate=estimate, segments=segments, retries=retries)

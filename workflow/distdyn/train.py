@@ -18,6 +18,9 @@ finished members are published there (`distdyn.store`) instead of into their out
 folders, members already stored are skipped, and the student jobs restore from it;
 each member's `ready` file (if given) receives its status (trained, stored, adopted, failed).
 
+Under a time limit (`distdyn.segments`) the job stops before it, after its last epoch that fits, with
+exit status 75; Snakemake's next attempt (--attempt N) resumes from the resume state.
+
 The code, one concern a module: `runtime` (device, DDP, precision, compile, seeding), `batches`
 (training and evaluation batches), `resume` (run state, RNG stream, resume file), `members` (a run's
 model, loss, optimizer; its checkpoint), `engine` (the step, the epoch, evaluation: the loop),
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -35,7 +40,7 @@ import torch
 
 from .batches import Batches
 from .engine import NonFiniteLossError, evaluate, train_members
-from .errors import CheckpointError, cli, first_line
+from .errors import CheckpointError, DistdynError, cli, error_line, first_line
 from .group import run_group
 from .io import read_spec, write_lines
 from .hashing import checkpoint_digest
@@ -43,16 +48,19 @@ from .members import (build_member, checkpoint_dict, load_shared_teacher, model_
                       shared_teacher_forward)
 from .models import atomic_save, create_model, load_checkpoint, state_dict_of
 from .runtime import log, make_runtime, run_header, seed_everything
+from .segments import SEGMENT_END, TERMINATED, Attempts, Deadline, SegmentEnd, job_end_time
 from .store import job_key
 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
-        gpu: int = 0, device: str = "auto", code: str | None = None, key_spec: dict | None = None) -> list[dict]:
+        gpu: int = 0, device: str = "auto", code: str | None = None, key_spec: dict | None = None,
+        deadline: Deadline | None = None, attempts: Attempts | None = None) -> list[dict]:
     """Train one model (a teacher with `checkpoint` starts from it; with 0 epochs it is imported and evaluated).
 
     Its key, recorded in its checkpoints, is distdyn.store.job_key of `key_spec` (default: the spec), `code`
     and the content of the weights it reads (the teacher at `teacher_path`, or a teacher's starting
-    checkpoint), hashed once here; its resume state counts only for the same key.
+    checkpoint), hashed once here; its resume state counts only for the same key. `deadline` and `attempts`
+    (distdyn.segments) end it before a time limit and record its progress.
     Returns the log records.
     """
     weights = teacher_path if reads_teacher(spec) else spec.get("checkpoint") if spec["role"] == "teacher" else None
@@ -93,7 +101,10 @@ def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, res
     teacher = load_shared_teacher(teacher_path, [spec], batches, rt)
     member = build_member(spec, out, resume_path, rt, batches, teacher, gen, model=model, record=record, job_key=key,
                           weights_digest=digest)
-    train_members([member], shared_teacher_forward(teacher, [member], rt), batches, gen, rt)
+    if attempts is not None:
+        attempts.started(member.state.epoch)
+    train_members([member], shared_teacher_forward(teacher, [member], rt), batches, gen, rt, deadline=deadline,
+                  progress=attempts.progress if attempts is not None else None)
     if member.error is not None:
         raise member.error
     return member.records()
@@ -117,28 +128,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (default: the spec's train.threads)")
+    p.add_argument("--attempt", type=int, default=0, help="Snakemake's attempt of this job (retries: segments)")
     args = p.parse_args(argv)
     if (args.group is None) == (args.spec is None) or (args.spec is not None and args.out is None):
         p.error("give --spec and --out, or --group")
+    members = read_spec(args.group) if args.group is not None else None
+    attempts = Attempts(attempt_record(args.resume, members) if int(os.environ.get("RANK", 0)) == 0 else None)
+    if args.attempt and (reason := attempts.begin(args.attempt)):
+        log(f"error: {reason}")
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: _terminated(attempts))
+    deadline = Deadline(job_end_time())
     try:
-        if args.group is not None:
-            members = read_spec(args.group)
+        if members is not None:
             run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,
-                      device=args.device, threads=args.threads)
+                      device=args.device, threads=args.threads, deadline=deadline, attempts=attempts)
             return 0
         spec = read_spec(args.spec)
         params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it, before --threads
         if args.threads:
             spec["train"]["threads"] = args.threads
         run(spec, args.out, teacher_path=args.teacher, resume_path=args.resume,
-            gpu=args.gpu, device=args.device, code=args.code, key_spec=params_spec)
+            gpu=args.gpu, device=args.device, code=args.code, key_spec=params_spec, deadline=deadline,
+            attempts=attempts)
+    except SegmentEnd as e:
+        log(str(e))
+        attempts.end("segment")
+        return SEGMENT_END
     except NonFiniteLossError as e:
         log(f"error: {e}")
+        attempts.end("failed", str(e))
         return 3
+    except Exception as e:
+        attempts.end("failed", error_line(e) if isinstance(e, DistdynError) else first_line(e))
+        raise
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0
+
+
+def attempt_record(resume: str | None, members: list[dict] | None) -> Path | None:
+    """Where a job's attempts are recorded: beside its resume state (a group job's: beside its members')."""
+    if members:
+        return Path(members[0]["resume"]).parent / f"group_seed_{members[0]['spec']['seed']}.attempt.json" \
+            if members[0].get("resume") else None
+    return Path(resume).with_suffix(".attempt.json") if resume else None
+
+
+def _terminated(attempts: Attempts) -> None:
+    """SIGTERM (SLURM's time limit, a preemption, a requeue, scancel): recorded, so the next attempt resumes."""
+    attempts.end("terminated")
+    log("terminated by SIGTERM (time limit, preemption or requeue); the next attempt resumes from the last epoch")
+    raise SystemExit(TERMINATED)
 
 
 if __name__ == "__main__":

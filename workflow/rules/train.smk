@@ -20,6 +20,8 @@ rule fetch_weights:
         "python -m distdyn.models fetch {params.source} {params.shape} --out {output} > {log} 2>&1"
 
 
+# Training jobs: a first attempt starts the log, a retry (the next segment under a time limit, or after a
+# preemption: distdyn.segments) appends to it and resumes from the saved state.
 rule pretrain_teacher:
     input:
         checkpoint=[TEACHER_SPEC["checkpoint"]] if TEACHER_SPEC["checkpoint"] else [],
@@ -31,6 +33,7 @@ rule pretrain_teacher:
         "results/logs/pretrain_teacher.log",
     benchmark:
         "results/benchmarks/pretrain_teacher.tsv"
+    retries: TEACHER_REQUEST.retries
     conda:
         ENV
     threads: TEACHER_REQUEST.cpus
@@ -38,6 +41,7 @@ rule pretrain_teacher:
         gpu=TEACHER_REQUEST.gpu,
         mem_mb=TEACHER_REQUEST.mem_mb,
         runtime=TEACHER_REQUEST.runtime,
+        attempt=lambda w, attempt: attempt,
     params:
         code=code_fingerprint("distdyn.train"),
         spec=as_json(TEACHER_SPEC),
@@ -45,8 +49,9 @@ rule pretrain_teacher:
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
     shell:
-        "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "[ {resources.attempt} -gt 1 ] || : > {log}; {params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
+        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--attempt {resources.attempt} >> {log} 2>&1"
 
 
 rule distill_group:
@@ -59,6 +64,7 @@ rule distill_group:
         "results/logs/distill_group/seed_{seed}.log",
     benchmark:
         "results/benchmarks/distill_group/seed_{seed}.tsv"
+    retries: GROUP_REQUEST.retries
     conda:
         ENV
     threads: GROUP_REQUEST.cpus
@@ -66,14 +72,16 @@ rule distill_group:
         gpu=GROUP_REQUEST.gpu,
         mem_mb=GROUP_REQUEST.mem_mb,
         runtime=GROUP_REQUEST.runtime,
+        attempt=lambda w, attempt: attempt,
     params:
         code=code_fingerprint("distdyn.train"),
         members=lambda w: as_json(group_members(w.seed)),
         store=STUDENT_STORE,
         launch=launcher(config["student"]["train"]),
     shell:
-        "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
-        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "[ {resources.attempt} -gt 1 ] || : > {log}; {params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
+        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--attempt {resources.attempt} >> {log} 2>&1"
 
 
 rule distill_student:
@@ -89,6 +97,7 @@ rule distill_student:
         "results/benchmarks/distill_student/{setting}_seed_{seed}.tsv"
     wildcard_constraints:
         setting=alternatives([s for s in SETTINGS if s not in SHARED_SETTINGS]),
+    retries: max([student_request(s).retries for s in SETTINGS], default=0)
     conda:
         ENV
     threads: lambda w: student_request(w.setting).cpus
@@ -96,6 +105,7 @@ rule distill_student:
         gpu=lambda w: student_request(w.setting).gpu,
         mem_mb=lambda w: student_request(w.setting).mem_mb,
         runtime=lambda w: student_request(w.setting).runtime,
+        attempt=lambda w, attempt: attempt,
     params:
         code=lambda w: with_method(code_fingerprint("distdyn.train"), w.setting),
         spec=lambda w: as_json(STUDENT_SPECS[(w.setting, int(w.seed))]),
@@ -105,9 +115,10 @@ rule distill_student:
         resume=lambda w: student_resume(w.setting, w.seed),
         launch=launcher(config["student"]["train"]),
     shell:
-        "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
+        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--attempt {resources.attempt} >> {log} 2>&1"
 
 
 # A student that trained in its seed's group job: its files are copied from the store (a reflink or a
