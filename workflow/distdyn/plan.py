@@ -34,6 +34,7 @@ class Job:
     mem_mb: int
     runtime: int
     estimate: float = 0.0  # minutes at the throughput table (0: not estimated)
+    segments: int = 1  # attempts under resources.max_runtime
     deps: list[int] = field(default_factory=list)
 
     @property
@@ -69,24 +70,32 @@ def plan_jobs(dag, g: dict) -> list[Job]:
         nodes = int(res.get("nodes", 1) or 1)
         if not gpu and "gres" in res:  # a multi-node job asks GPUs per node (gres=gpu:G)
             gpu = nodes * int(str(res["gres"]).rsplit(":", 1)[-1])
+        request = training_request(j.rule.name, dict(j.wildcards), g)
         job = Job(j.rule.name, dict(j.wildcards), gpu, nodes, int(j.threads), int(res.get("mem_mb", 0) or 0),
-                  int(res.get("runtime", 0) or 0), estimate_minutes(j.rule.name, dict(j.wildcards), g),
-                  [index[d] for d in dag.dependencies[j] if d in index])
+                  int(res.get("runtime", 0) or 0), estimate_minutes(j.rule.name, g, request),
+                  request.segments if request else 1, [index[d] for d in dag.dependencies[j] if d in index])
         out.append(job)
     return out
 
 
-def estimate_minutes(rule: str, wildcards: dict, g: dict) -> float:
-    """A GPU job's minutes at the throughput table: the training requests' estimates, and for a dump its
-    probe images through the model once per checkpoint."""
+def training_request(rule: str, wildcards: dict, g: dict):
+    """The distdyn.requests.Request of a training job (the Snakefile's), None for other jobs."""
+    if rule == "pretrain_teacher":
+        return g["TEACHER_REQUEST"]
+    if rule == "distill_group":
+        return g["GROUP_REQUEST"]
+    if rule == "distill_student":
+        return g["student_request"](wildcards["setting"])
+    return None
+
+
+def estimate_minutes(rule: str, g: dict, request=None) -> float:
+    """A GPU job's minutes at the throughput table: a training request's estimate, and for a dump its probe
+    images through the model once per checkpoint."""
     cfg = g["config"]
     tp = cfg["resources"]["throughput"]
-    if rule == "pretrain_teacher":
-        return g["TEACHER_REQUEST"].estimate
-    if rule == "distill_group":
-        return g["GROUP_REQUEST"].estimate
-    if rule == "distill_student":
-        return g["student_request"](wildcards["setting"]).estimate
+    if request is not None:
+        return request.estimate
     if rule == "dump_activations":
         return len(g["STUDENT_CKPTS"]) * cfg["probe"]["size"] / tp["student_eval"] / 60
     if rule == "dump_model_activations":
@@ -94,9 +103,10 @@ def estimate_minutes(rule: str, wildcards: dict, g: dict) -> float:
     return 0.0
 
 
-def wall_minutes(jobs: list[Job], gpus: int | None) -> float:
+def wall_minutes(jobs: list[Job], gpus: int | None, segment_wait: float = 0.0) -> float:
     """When the last job ends if each starts as soon as its inputs exist and its GPUs are free (list
-    scheduling in the DAG's order on `gpus` GPUs; None: as many as the jobs want, the critical path)."""
+    scheduling in the DAG's order on `gpus` GPUs; None: as many as the jobs want, the critical path); a job
+    in segments waits `segment_wait` minutes before each segment after its first (its GPUs held, a bound)."""
     end = [0.0] * len(jobs)
     running: list[tuple[float, int]] = []  # (end time, GPUs) of started GPU jobs
     for i, job in enumerate(jobs):
@@ -108,8 +118,8 @@ def wall_minutes(jobs: list[Job], gpus: int | None) -> float:
                 if sum(n for e, n in running if e > t) + job.gpu <= gpus:
                     start = t
                     break
-            running.append((start + job.estimate, job.gpu))
-        end[i] = start + job.estimate
+            running.append((start + job.estimate + (job.segments - 1) * segment_wait, job.gpu))
+        end[i] = start + job.estimate + (job.segments - 1) * segment_wait
     return max(end, default=0.0)
 
 
@@ -146,9 +156,11 @@ def duration(minutes: float) -> str:
     return f"{minutes / 60:.1f} h"
 
 
-def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | None) -> str:
+def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | None,
+           segment_wait: float = 0.0) -> str:
     """The plan as text: one line per job (training jobs each, the others per rule), then the totals."""
-    lines = [f"{'job':<40} {'GPUs':>5} {'nodes':>5} {'CPUs':>5} {'mem GB':>7} {'request':>9} {'estimate':>9}"]
+    lines = [f"{'job':<40} {'GPUs':>5} {'nodes':>5} {'CPUs':>5} {'mem GB':>7} {'request':>9} {'estimate':>9} "
+             f"{'segments':>8}"]
     shown: dict[str, list[Job]] = {}
     for job in jobs:
         shown.setdefault(job.name if job.rule in TRAINING else job.rule, []).append(job)
@@ -157,13 +169,18 @@ def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | N
         label = name if n == 1 else f"{name} (x{n})"
         mem = f"{job.mem_mb / 1000:.0f}" if job.mem_mb else "-"
         request, estimate = (duration(m) if m else "-" for m in (job.runtime, job.estimate))
-        lines.append(f"{label:<40} {job.gpu:>5} {job.nodes:>5} {job.cpus:>5} {mem:>7} {request:>9} {estimate:>9}")
+        lines.append(f"{label:<40} {job.gpu:>5} {job.nodes:>5} {job.cpus:>5} {mem:>7} {request:>9} {estimate:>9} "
+                     f"{job.segments:>8}")
     gpu_hours = sum(j.estimate * j.gpu for j in jobs) / 60
     lines += ["", f"jobs: {len(jobs)}; GPU-hours at the throughput table: {gpu_hours:,.1f}",
               f"critical path (unlimited GPUs): {duration(wall_minutes(jobs, None))}"]
     if gpus:
         layout = f"{gpus // gpus_per_node} nodes x {gpus_per_node} GPUs" if gpus_per_node else f"{gpus} GPUs"
         lines.append(f"wall time on {layout}: {duration(wall_minutes(jobs, gpus))} (queue waits not counted)")
+        if any(j.segments > 1 for j in jobs):
+            lines.append(f"wall time on {layout} with segments: {duration(wall_minutes(jobs, gpus, segment_wait))} "
+                         f"(assumed: {segment_wait:.0f} min in the queue before each segment after a job's first; "
+                         f"--segment-wait)")
         if gpus_per_node:
             misfits = [j.name for j in jobs if j.gpu > gpus_per_node * j.nodes or j.gpu > gpus]
             if misfits:
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", type=int, help="GPUs the study runs on (one box), for the wall time")
     p.add_argument("--nodes", type=int, help="nodes of a cluster (with --gpus-per-node)")
     p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--segment-wait", type=float, default=60.0, metavar="MIN",
+                   help="minutes a training job's next segment is assumed to wait in the queue (default 60)")
     p.add_argument("--data-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
                    help="plan for this many training and validation images instead of the data's own")
     args = p.parse_args(argv)
@@ -204,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_size:
         resize_data(*args.data_size)
     jobs, disk = plan(args.configfile, parse_config(args.config), Path(args.snakefile).resolve())
-    print(render(jobs, disk, gpus, args.gpus_per_node))
+    print(render(jobs, disk, gpus, args.gpus_per_node, args.segment_wait))
     return 0
 
 
