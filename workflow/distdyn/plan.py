@@ -162,15 +162,25 @@ def render(jobs: list[Job], disk: dict, gpus: int | None, gpus_per_node: int | N
     lines = [f"{'job':<40} {'GPUs':>5} {'nodes':>5} {'CPUs':>5} {'mem GB':>7} {'request':>9} {'estimate':>9} "
              f"{'segments':>8}"]
     shown: dict[str, list[Job]] = {}
+    others: dict[str, int] = {}
     for job in jobs:
-        shown.setdefault(job.name if job.rule in TRAINING else job.rule, []).append(job)
-    for name, group in shown.items():
+        if job.gpu or job.rule in TRAINING:
+            shown.setdefault(job.name if job.rule in TRAINING else job.rule, []).append(job)
+        else:
+            others[job.rule] = others.get(job.rule, 0) + 1
+    order = [*TRAINING, *DUMPS]
+    rows = sorted(shown.items(), key=lambda kv: (order.index(kv[1][0].rule) if kv[1][0].rule in order else len(order),
+                                                 kv[0]))
+    for name, group in rows:
         job, n = group[0], len(group)
         label = name if n == 1 else f"{name} (x{n})"
         mem = f"{job.mem_mb / 1000:.0f}" if job.mem_mb else "-"
         request, estimate = (duration(m) if m else "-" for m in (job.runtime, job.estimate))
         lines.append(f"{label:<40} {job.gpu:>5} {job.nodes:>5} {job.cpus:>5} {mem:>7} {request:>9} {estimate:>9} "
                      f"{job.segments:>8}")
+    if others:
+        lines.append(f"and {sum(others.values())} CPU jobs, not estimated: "
+                     + ", ".join(f"{r}" + (f" x{n}" if n > 1 else "") for r, n in sorted(others.items())))
     gpu_hours = sum(j.estimate * j.gpu for j in jobs) / 60
     lines += ["", f"jobs: {len(jobs)}; GPU-hours at the throughput table: {gpu_hours:,.1f}",
               f"critical path (unlimited GPUs): {duration(wall_minutes(jobs, None))}"]
