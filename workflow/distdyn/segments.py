@@ -27,7 +27,7 @@ from .io import write_text
 
 SEGMENT_END = 75  # EX_TEMPFAIL: the job stopped before its time limit; its next attempt resumes
 TERMINATED = 128 + signal.SIGTERM
-MARGIN_S = 30.0  # room after the last epoch for the saves and the process's exit
+MARGIN_S = 10.0  # room after the last epoch for the process to exit (the epoch's time includes its saves)
 SLACK = 1.25  # an epoch may take this much longer than the longest one seen
 
 
