@@ -37,7 +37,7 @@ rule dump_model_activations:
     resources:
         gpu=RES["gpu"],
         mem_mb=RES["dump_mem_mb"],
-        runtime=RES["dump_runtime"],
+        runtime=within_limit(RES["dump_runtime"]),
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: w.model,
@@ -67,7 +67,7 @@ rule dump_activations:
     resources:
         gpu=RES["gpu"],
         mem_mb=RES["dump_mem_mb"],
-        runtime=RES["dump_runtime"],
+        runtime=within_limit(RES["dump_runtime"]),
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),

@@ -296,6 +296,11 @@ TEACHER_REQUEST = train_request(config, "teacher", DATA_INFO)
 GROUP_REQUEST = train_request(config, "student", DATA_INFO, [True] * max(len(SHARED_SETTINGS), 1))
 
 
+def within_limit(minutes):
+    """A runtime request no longer than the cluster's limit (resources.max_runtime)."""
+    return minutes if RES["max_runtime"] is None else min(minutes, RES["max_runtime"])
+
+
 def student_request(setting):
     return train_request(config, "student", DATA_INFO, [setting_needs_teacher(setting)])
 
