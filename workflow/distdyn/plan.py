@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", type=int, help="GPUs the study runs on (one box), for the wall time")
     p.add_argument("--nodes", type=int, help="nodes of a cluster (with --gpus-per-node)")
     p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--json", action="store_true", help="print the jobs as JSON lines (rule, wildcards, requests)")
     p.add_argument("--segment-wait", type=float, default=60.0, metavar="MIN",
                    help="minutes a training job's next segment is assumed to wait in the queue (default 60)")
     p.add_argument("--data-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
@@ -233,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_size:
         resize_data(*args.data_size)
     jobs, disk = plan(args.configfile, parse_config(args.config), Path(args.snakefile).resolve())
+    if args.json:
+        import dataclasses
+        import json
+
+        for job in jobs:
+            print(json.dumps(dataclasses.asdict(job)))
+        return 0
     print(render(jobs, disk, gpus, args.gpus_per_node, args.segment_wait))
     return 0
 
