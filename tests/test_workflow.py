@@ -464,7 +464,8 @@ def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
         if m:
             rule = m.group(1)
         for module in re.findall(r"-m (distdyn\.\w+)", line):
-            runs.setdefault(rule, set()).add(module)
+            if module != "distdyn.slots":  # picks the job's GPUs, which change no number: in no fingerprint
+                runs.setdefault(rule, set()).add(module)
     declared = {r: m for m, rules in rules_by_stage(code_run / "workflow" / "rules").items() for r in rules}
     assert len(runs) >= 15 and set(runs) <= set(declared), set(runs) - set(declared)
     for r, modules in runs.items():

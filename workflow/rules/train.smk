@@ -45,6 +45,7 @@ rule pretrain_teacher:
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
     shell:
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
 
@@ -72,6 +73,7 @@ rule distill_group:
         store=STUDENT_STORE,
         launch=launcher(config["student"]["train"]),
     shell:
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
         "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
 
@@ -105,5 +107,6 @@ rule distill_student:
         launch=launcher(config["student"]["train"]),
     shell:
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
