@@ -70,11 +70,11 @@ def try_take(slots: list[tuple[str, Path]], n: int) -> tuple[list[str], list[int
     """N free slots on N different GPUs, locked: (their ids, the locks' descriptors), else None (nothing held).
 
     Ownership is an exclusive flock, not a pid file: the kernel drops the lock when the last descriptor of
-    the open file is closed, which happens when the job's process exits however it ends (SIGKILL, OOM kill,
-    a crash of the machine's Snakemake), so a slot is never left taken by a dead job and nobody has to decide
-    whether a recorded pid is still that job (pids are reused). flock, not fcntl/lockf: closing another
-    descriptor of the same file here (a slot found taken) must not drop a lock held through this one.
-    The files are never deleted: a job waiting on an unlinked file would lock a file nobody else sees.
+    the open file is closed, which happens when the job's process exits however it ends (SIGKILL, OOM kill),
+    so a slot is never left taken by a dead job and nobody has to decide whether a recorded pid is still that
+    job (pids are reused). flock, not fcntl/lockf: closing another descriptor of the same file here (a slot
+    found taken) must not drop a lock held through this one. The files are never deleted: the next job would
+    create and lock a new file while the holder of the deleted one still runs.
     """
     ids, fds = [], []
     for gpu, path in slots:
