@@ -185,6 +185,7 @@ def test_snakemake_jobs_that_run_together_have_different_gpus(tmp_path):
     assert waited  # admitted by Snakemake (gpu=4) but not given a taken GPU
 
 
+@pytest.mark.slow  # plans the real study (imports torch and timm)
 def test_the_study_runs_every_gpu_job_under_the_wrapper(tmp_path):
     """The real Snakefile's GPU rules (training, dumps, metric jobs) start their command with the wrapper and the
     rule's gpu resource (metric jobs: 0 unless metrics.gpu)."""
