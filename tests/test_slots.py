@@ -52,6 +52,16 @@ def start(tmp_path, gpus, name, env, together=1, hold=0.0):
     return proc, out
 
 
+def waiting(name, tmp_path, timeout=30):
+    """Wait until job `name` logs that it waits for a GPU (True), or `timeout` seconds (False)."""
+    deadline = time.time() + timeout
+    while "waiting" not in (tmp_path / f"{name}.err").read_text():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def seen(proc, out, timeout=30):
     assert proc.wait(timeout=timeout) == 0, out.with_suffix(".err")
     return json.loads(out.read_text())
@@ -82,7 +92,8 @@ def test_a_job_asking_more_than_is_free_waits_until_a_gpu_is_released(tmp_path):
     held = try_take(slot_files(["0", "1"], tmp_path / "locks"), 2)  # another job's two GPUs
     assert held is not None
     proc, out = start(tmp_path, 1, "waiter", env(tmp_path, DISTDYN_GPU_IDS="0,1"))
-    time.sleep(2)
+    assert waiting("waiter", tmp_path)
+    time.sleep(1)
     assert proc.poll() is None and not out.exists()  # still waiting
     os.close(held[1][1])  # GPU 1 is released
     assert seen(proc, out)["cvd"] == "1"
@@ -98,11 +109,31 @@ def test_a_killed_job_releases_its_gpu(tmp_path):
         assert first.poll() is None
         time.sleep(0.05)
     second, second_out = start(tmp_path, 1, "second", e)
-    time.sleep(1.5)
-    assert second.poll() is None and "waiting" in (tmp_path / "second.err").read_text()
+    assert waiting("second", tmp_path) and second.poll() is None
     first.send_signal(signal.SIGKILL)  # no handler runs, no file is removed: the kernel drops the lock
     first.wait(timeout=10)
     assert seen(second, second_out)["cvd"] == "0"
+
+
+def test_torchrun_ranks_see_the_jobs_gpus_and_the_job_holds_them_until_it_ends(tmp_path):
+    e = env(tmp_path, DISTDYN_GPU_IDS="0,1,2", PATH=os.environ["PATH"])
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    # each rank (in ranks/) writes what it sees, then runs until the test creates ranks/go
+    rank = "echo $CUDA_VISIBLE_DEVICES > r$LOCAL_RANK; mv r$LOCAL_RANK $LOCAL_RANK; until [ -e go ]; do sleep .1; done"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python"]
+    job = subprocess.Popen([sys.executable, "-m", "distdyn.slots", "2", "--", *torchrun, "/bin/sh", "-c", rank],
+                           env=e, cwd=ranks, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "torchrun.err", "w"))
+    while len(list(ranks.glob("[01]"))) < 2:
+        assert job.poll() is None, (tmp_path / "torchrun.err").read_text()
+        time.sleep(0.05)
+    views = {(ranks / r).read_text().strip() for r in "01"}
+    assert len(views) == 1 and len(set(views.pop().split(","))) == 2  # both ranks: the job's two GPUs
+    second = start(tmp_path, 2, "second", e)
+    assert waiting("second", tmp_path)  # the ranks run: their job holds two of the three GPUs
+    (ranks / "go").touch()
+    assert job.wait(timeout=60) == 0
+    assert len(seen(*second)["cvd"].split(",")) == 2
 
 
 def test_an_id_listed_twice_is_two_slots_on_that_gpu(tmp_path):
@@ -165,7 +196,7 @@ rule job:
     output: "seen/job{i}.json"
     log: "logs/job{i}.log"
     resources: gpu=1
-    shell: "python -m distdyn.slots {resources.gpu} -- python job.py {output} 1 0.7 > {log} 2>&1"
+    shell: "python -m distdyn.slots {resources.gpu} -- python job.py {output} 1 1.5 > {log} 2>&1"
 """
 
 
