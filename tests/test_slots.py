@@ -17,9 +17,9 @@ import pytest
 
 from helpers import ROOT, TINY, make_workdir, snakemake
 
-# A job: writes {"cvd": CUDA_VISIBLE_DEVICES or None, "order": CUDA_DEVICE_ORDER, "start", "end"} to argv[1],
-# after waiting until argv[2] files exist in its folder (a barrier: the jobs hold their GPUs together) or
-# for argv[3] seconds.
+# A job: marks itself started, waits until argv[2] jobs have started (a barrier: jobs that pass it held their
+# GPUs together; at most 30 s), holds on argv[3] seconds more, then writes {"cvd": CUDA_VISIBLE_DEVICES or None,
+# "order": CUDA_DEVICE_ORDER, "start", "end"} to argv[1].
 JOB = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
