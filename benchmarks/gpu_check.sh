@@ -2,7 +2,8 @@
 # One-shot GPU check: the Fashion-MNIST preset end to end, the train-step benchmarks, the metric engine on CUDA.
 #   benchmarks/gpu_check.sh [OUT_DIR]          (default: results/gpu_check)
 # Environment: FMNIST_ROOT (the four IDX files; default Debian's path), PRESET_S (time limit for
-# the preset, default 900 s), GPU_SLOTS (jobs sharing the GPU, default 8). On a machine without
+# the preset, default 900 s), GPU_SLOTS (jobs sharing GPU 0, default 8: its slots in DISTDYN_GPU_IDS,
+# docs/gpus.md "One box, N GPUs"). On a machine without
 # network access, wheels in .whl/ (snakemake and what it needs) are installed to /tmp/site first.
 set -u
 OUT=${1:-${OUT:-results/gpu_check}}
@@ -19,6 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm, snakemake; print('torch', torch.__version__, 'timm', timm.__version__, 'snakemake', snakemake.__version__)"
 sed "s#root: /usr/share/datasets/fashion-mnist#root: ${FMNIST_ROOT:-/usr/share/datasets/fashion-mnist}#" presets/fashion_mnist.yaml > "$OUT/fashion_mnist.yaml"
 stamp "preset start"
+export DISTDYN_GPU_IDS=${DISTDYN_GPU_IDS:-$(yes 0 | head -n "${GPU_SLOTS:-8}" | paste -sd,)}
 timeout -s INT "${PRESET_S:-900}" python3 -m snakemake --cores "$(nproc)" --resources gpu="${GPU_SLOTS:-8}" \
   --configfile "$OUT/fashion_mnist.yaml" -k > "$OUT/snakemake.log" 2>&1
 echo "snakemake exit status $?"

@@ -1,5 +1,6 @@
 """End-to-end: the real Snakefile on the tiny config, in a temporary directory."""
 import contextlib
+import datetime
 import json
 import re
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = make_workdir(tmp_path_factory.mktemp("e2e"), TINY)
-    snakemake(workdir, "--cores", "2")
+    with pytest.MonkeyPatch.context() as mp:  # two GPUs' slots (distdyn.slots): on CPU they only set a variable
+        mp.setenv("DISTDYN_GPU_IDS", "0,1")
+        snakemake(workdir, "--cores", "2", "--resources", "gpu=2")
     return workdir
 
 
@@ -79,6 +82,24 @@ def test_every_output_exists_and_is_sane(finished_run):
     assert (r / "logs/pretrain_teacher.log").is_file()
     assert (r / "benchmarks/pretrain_teacher.tsv").is_file()
     assert not list(r.rglob("*.tmp"))
+
+
+def test_gpu_jobs_that_ran_together_had_different_gpus(finished_run):
+    """The study's training and dump jobs under `--resources gpu=2` with two GPUs: each log's device line names
+    one of them, and two jobs whose lines show them running at the same time name different ones."""
+    logs = finished_run / "results/logs"
+    jobs = []
+    for log in [logs / "pretrain_teacher.log", *logs.glob("distill_group/*.log"), *logs.glob("dump_activations/*")]:
+        m = re.search(r"^\[distdyn (\d+):(\d+):(\d+)\] .*CUDA_VISIBLE_DEVICES=([^)]*)\)", log.read_text(), re.M)
+        assert m, log
+        end = datetime.datetime.fromtimestamp(log.stat().st_mtime)  # its last write: the job held its GPU until then
+        start = end.replace(hour=int(m[1]), minute=int(m[2]), second=int(m[3]), microsecond=0)  # and from then
+        start -= datetime.timedelta(days=start > end)  # (a job across midnight)
+        jobs.append((log.name, m[4], start.timestamp(), end.timestamp()))
+    assert len(jobs) == 7 and {gpu for _, gpu, _, _ in jobs} == {"0", "1"}, jobs
+    # the device line's time is whole seconds: +1 makes a pair's overlap certain
+    together = [(a, b) for i, a in enumerate(jobs) for b in jobs[i + 1:] if a[2] + 1 < b[3] and b[2] + 1 < a[3]]
+    assert together and all(a[1] != b[1] for a, b in together), (together, jobs)
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -464,7 +485,8 @@ def test_every_rule_fingerprints_the_module_its_shell_runs(code_run):
         if m:
             rule = m.group(1)
         for module in re.findall(r"-m (distdyn\.\w+)", line):
-            runs.setdefault(rule, set()).add(module)
+            if module != "distdyn.slots":  # picks the job's GPUs, which change no number: in no fingerprint
+                runs.setdefault(rule, set()).add(module)
     declared = {r: m for m, rules in rules_by_stage(code_run / "workflow" / "rules").items() for r in rules}
     assert len(runs) >= 15 and set(runs) <= set(declared), set(runs) - set(declared)
     for r, modules in runs.items():

@@ -21,7 +21,7 @@ from . import __version__
 from .data import TensorSplit, image_folder, load_tensor_splits, probe_indices
 from .errors import CheckpointError, TableError, cli, first_line, read_table, remedy
 from .io import atomic_path, read_spec, write_csv
-from .jobenv import granted_device
+from .jobenv import granted_device, stamp, visible_gpus
 from .dumps import ValueRange
 from .models import block_tokens, build_from_checkpoint, checkpoint_record, forward_with_blocks
 
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give one --out, --model-names and --checkpoint-labels entry per checkpoint")
     torch.set_num_threads(args.threads)
     device = granted_device(args.gpu)
+    print(f"{stamp()} dumping on {device}{visible_gpus()}", file=sys.stderr, flush=True)
     opts = read_spec(args.dump)
     for ckpt, out, name, label in zip(args.checkpoints, args.out, args.model_names, labels):
         dump(ckpt, out, data_cfg=read_spec(args.data), probe_file=args.probe_file,

@@ -24,6 +24,15 @@ def export_environment(pkg_dir: str | Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pkg_dir), env.get("PYTHONPATH", "")) if p)
 
 
+def visible_gpus() -> str:
+    """' (CUDA_VISIBLE_DEVICES=2,3)' for a job's device line when the variable is set (distdyn.slots sets it to
+    the GPUs the job was given), else ''."""
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if ids is None:
+        return ""
+    return f" (CUDA_VISIBLE_DEVICES={ids})" if ids else ' (CUDA_VISIBLE_DEVICES="")'
+
+
 def granted_device(gpu: int) -> str:
     """'cuda' when the job was granted a GPU (`--gpu N`, N > 0) and torch sees one, else 'cpu'."""
     import torch  # here, not at the top: the Snakefile imports this module when it plans jobs

@@ -44,7 +44,7 @@ from . import kernels
 from .dumps import ValueRange, check_identity, non_finite, open_dump, stored_value_range
 from .errors import LogError, TableError, check_complete, cli, read_table, remedy
 from .io import chunks, write_csv, write_npz
-from .jobenv import granted_device
+from .jobenv import granted_device, visible_gpus
 from .schema import schema_default
 from .tables import LAYER_COLUMNS, SPECTRA_COLUMNS, bootstrap_ci, percentiles, resample_indices
 
@@ -475,7 +475,7 @@ def _compute_main(argv) -> int:
         p.error(f"--expect lists {len(expect)} dumps, {len(a.dumps)} are given")
     torch.set_num_threads(a.threads)
     device = granted_device(a.gpu)  # cuda: the torch path; cpu: the C kernels
-    print(f"metric engine on {device}", file=sys.stderr)
+    print(f"metric engine on {device}{visible_gpus()}", file=sys.stderr)
     layers, spectra = compute_tables(a.dumps, entropy_range=a.entropy_range, bins=a.bins, chunk_images=a.chunk_images,
                                      bootstrap=a.bootstrap, ci=a.ci, device=device, outlier_multiple=a.outlier_multiple,
                                      expect=expect)

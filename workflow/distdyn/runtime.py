@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .jobenv import granted_device, stamp
+from .jobenv import granted_device, stamp, visible_gpus
 
 
 @dataclass
@@ -84,6 +84,6 @@ def compiled(module: nn.Module | None, rt: Runtime) -> nn.Module | None:
 
 def run_header(spec: dict, rt: Runtime) -> str:
     """A run's first log line: what it is and where and how it trains."""
-    return (f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}"
+    return (f"{spec['role']} {spec['name']!r} seed {spec['seed']}: device {rt.device}{visible_gpus()}"
             f"{f' x{rt.world} (DDP)' if rt.world > 1 else ''}, amp {rt.amp_dtype}, "
             f"compile {rt.compile and rt.compile_mode}, threads {torch.get_num_threads()}")

@@ -14,6 +14,7 @@ rule select_probe:
 
 
 DUMP_SHELL = (
+    "python -m distdyn.slots {resources.gpu} -- "  # its own GPUs (distdyn.slots)
     "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
     "--checkpoint-labels {params.checkpoints} "
     "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "

@@ -5,6 +5,7 @@ METRIC_OPTS = (
 )
 METRIC_SHELL = (
     "DISTDYN_KERNELS=$(cat {input.kernels}) "  # the library build_kernels made (or `torch`): never a compile
+    "python -m distdyn.slots {resources.gpu} -- "  # its own GPUs (distdyn.slots)
     "python -m distdyn.metrics {input.dumps} --out {params.out} {params.opts} --expect {params.expect:q} "
     "--entropy-wide {output.entropy} --threads {threads} --gpu {resources.gpu} > {log} 2>&1"
 )

@@ -49,7 +49,8 @@ rule pretrain_teacher:
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; {params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
+        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
+        "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
 
@@ -79,7 +80,8 @@ rule distill_group:
         store=STUDENT_STORE,
         launch=launcher(config["student"]["train"]),
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; {params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
+        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
+        "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
         "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
 
@@ -115,7 +117,9 @@ rule distill_student:
         resume=lambda w: student_resume(w.setting, w.seed),
         launch=launcher(config["student"]["train"]),
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
+        "[ {resources.attempt} -gt 1 ] || : > {log}; "
+        "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
