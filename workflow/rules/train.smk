@@ -35,18 +35,20 @@ rule pretrain_teacher:
         ENV
     threads: config["teacher"]["train"]["threads"]
     resources:
+        **train_resources(config["teacher"]["train"]),
         gpu=gpus(config["teacher"]["train"]),
         mem_mb=RES["train_mem_mb"],
         runtime=RES["train_runtime"],
     params:
         code=code_fingerprint("distdyn.train"),
         spec=as_json(TEACHER_SPEC),
-        launch=launcher(config["teacher"]["train"]),
+        launch=lambda w, threads: launcher(config["teacher"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["teacher"]["train"], resources),
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
     shell:
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} > {log} 2>&1"
 
 
 rule distill_group:
@@ -63,6 +65,7 @@ rule distill_group:
         ENV
     threads: config["student"]["train"]["threads"]
     resources:
+        **train_resources(config["student"]["train"]),
         gpu=gpus(config["student"]["train"]),
         mem_mb=GROUP_MEM_MB,
         runtime=GROUP_RUNTIME,
@@ -70,10 +73,11 @@ rule distill_group:
         code=code_fingerprint("distdyn.train"),
         members=lambda w: as_json(group_members(w.seed)),
         store=STUDENT_STORE,
-        launch=launcher(config["student"]["train"]),
+        launch=lambda w, threads: launcher(config["student"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
-        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "--store {params.store} --code {params.code:q} --gpu {params.gpus} --threads {threads} > {log} 2>&1"
 
 
 rule distill_student:
@@ -92,6 +96,7 @@ rule distill_student:
         ENV
     threads: config["student"]["train"]["threads"]
     resources:
+        **train_resources(config["student"]["train"]),
         gpu=gpus(config["student"]["train"]),
         mem_mb=RES["train_mem_mb"],
         runtime=RES["train_runtime"],
@@ -102,8 +107,9 @@ rule distill_student:
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         out=lambda w, output: os.path.dirname(output.final),
         resume=lambda w: student_resume(w.setting, w.seed),
-        launch=launcher(config["student"]["train"]),
+        launch=lambda w, threads: launcher(config["student"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} > {log} 2>&1"
+        "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} > {log} 2>&1"
