@@ -122,7 +122,8 @@ def multinode_launcher(train_cfg, cpus):
     - the jobstep plugin runs an `mpi` job's shell once, in the batch script, with every SLURM_* variable
       but the job id removed: the node list comes from slurmctld (squeue), not $SLURM_JOB_NODELIST;
     - since Slurm 22.05 srun does not inherit the job's --cpus-per-task: `-c` gives each agent the CPUs
-      sbatch got per task (the plugin's --cpus-per-task: the rule's threads);
+      sbatch got per task (the plugin's --cpus-per-task: the rule's threads, as no cpus_per_task resource
+      is set);
     - `--gres=gpu:G` gives each node's agent its G GPUs (CUDA_VISIBLE_DEVICES per node);
     - the port is derived from the job id (20000-29999, below Linux's ephemeral ports), so two jobs that
       share a first host do not collide."""
@@ -155,7 +156,7 @@ def train_resources(train_cfg):
     - One node: `nodes=1` -> `sbatch --nodes=1`, so the job's GPUs are on the node its torchrun uses.
     - N nodes: `nodes=N` -> `--nodes=N`; `mpi` makes the jobstep plugin run the shell as is (not in
       `srun -n1`) so that its own srun starts the agents (multinode_launcher); `tasks=N` -> `--ntasks=N`,
-      one agent per node (with `mpi`, `tasks` must be > 1; `tasks_per_node` could not be 1);
+      one agent per node (`tasks_per_node=1` would say the same, but the plugin refuses it with `mpi`);
       `tasks_per_gpu=0`, else a GPU job that sets `tasks` gets `--ntasks-per-gpu=N`; `gres="gpu:G"` ->
       `--gres=gpu:G`, G GPUs on each node (the `gpu` resource would be `--gpus`, a job total)."""
     nodes = train_cfg["nodes"]
