@@ -576,6 +576,19 @@ def test_snakemake_console_shows_one_line(console, name):
     assert [line for line in text.strip().splitlines() if line.strip() and not line.startswith(notices)] == [], text
 
 
+@pytest.mark.slow
+def test_nodes_without_the_slurm_executor_are_refused_before_any_job(tmp_path):
+    """train.nodes > 1 needs SLURM's allocation (docs/slurm.md): a local run stops with one line once the executor is
+    known (the Snakefile's onstart, after the plan), before any job has started."""
+    cfg = copy.deepcopy(TINY)
+    cfg["teacher"]["train"].update(gpus=2, nodes=2)
+    wd = make_workdir(tmp_path, cfg)
+    proc = snakemake(wd, "--cores", "2", check=False)
+    line = assert_one_error(proc.returncode, proc.stdout + proc.stderr, "config key 'teacher.train.nodes'")
+    assert "need the SLURM executor" in line and "'local'" in line, line
+    assert not (wd / "results").exists(), sorted(p.name for p in (wd / "results").rglob("*"))
+
+
 # ---------------------------------------------------------------- DAMAGED: a finished run, one file damaged per case
 
 FINISHED = {**copy.deepcopy(TINY),

@@ -131,6 +131,9 @@ REFUSED = {
     "missing_teacher_checkpoint": (
         lambda raw, tmp: raw["teacher"].update(checkpoint=str(tmp / "teacher.pt")),
         r"teacher\.checkpoint.*does not exist"),
+    "gpus_that_do_not_split_over_the_nodes": (
+        lambda raw, tmp: raw["student"]["train"].update(gpus=3, nodes=2),
+        r"student\.train\.nodes.*student\.train\.gpus = 3 processes do not split evenly over 2 nodes"),
     "feature_method_needs_layers": (
         _add_setting(name="nolayers", method="projector"),
         r"settings\[4\] \(nolayers\)\.layers.*needs layers"),

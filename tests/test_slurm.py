@@ -1,11 +1,13 @@
-"""The workflow through a REAL one-node SLURM cluster (tests/slurm/up.sh with fake GPUs) via
-`--profile profiles/slurm`, compared with a plain local run of the same tiny config.
+"""The workflow through a REAL two-node SLURM cluster (tests/slurm/up.sh: two slurmd on this machine, one fake
+GPU each) via `--profile profiles/slurm`, compared with a plain local run of the same tiny config; and one
+training job on both nodes (train.nodes: 2, the documented command), compared with one process.
 
 Needs root and Debian's slurmctld/slurmd/slurm-client/munge packages (up.sh installs them with
 apt-get when missing); skips with the reason only where those cannot be installed or run.
 The local and the SLURM run go at the same time: the SLURM run mostly waits on the plugin's polls.
 """
 import copy
+import json
 import importlib.util
 import os
 import re
@@ -20,16 +22,18 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import ROOT, TINY, job_env, make_workdir
+from helpers import (ROOT, TINY, assert_close_weights, command_argv, documented_commands, job_env, log_lines,
+                     make_workdir, package_env)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 UP = ROOT / "tests" / "slurm" / "up.sh"
 UNAVAILABLE = 3  # up.sh's exit status when SLURM cannot be installed or run here
-# Fake GPUs on the node (clones of /dev/null: jobs get CUDA_VISIBLE_DEVICES, torch finds no CUDA and
-# trains on the CPU). Each GPU job asks for one; with a single fake GPU SLURM runs the 8 GPU jobs one
-# after the other, with two they pair up like the CPU jobs on this 2-core node (about 3 min less).
-FAKE_GPUS = 2
+# Two nodes on this machine, each with one of its CPUs and one fake GPU (a clone of /dev/null: jobs get
+# CUDA_VISIBLE_DEVICES, torch finds no CUDA and trains on the CPU). Each GPU job asks for one, so the 8 GPU
+# jobs pair up like the CPU jobs on this 2-core machine (one fake GPU in all would run them one after the
+# other: about 3 min more); the multi-node job takes both nodes.
+NODES, FAKE_GPUS = 2, 1
 SETTINGS = ("baseline", "logit", "spectral_last")
 # Up to the tables the comparison needs: every GPU rule, fewer sequential SLURM steps than `all`.
 TARGETS = ("results/metrics/layers.csv", "results/metrics/accuracy.csv")
@@ -81,11 +85,11 @@ def _tail(path: Path, n: int = 6000) -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A private one-node SLURM cluster with FAKE_GPUS fake GPUs; always torn down (by recorded PID)."""
+    """A private SLURM cluster of NODES nodes with FAKE_GPUS fake GPUs each; always torn down (by recorded PID)."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.fail("snakemake-executor-plugin-slurm is not installed in this environment: "
                     "pip install -e '.[slurm]'")
-    up = _up_sh("up", FAKE_GPUS=str(FAKE_GPUS))
+    up = _up_sh("up", NODES=str(NODES), FAKE_GPUS=str(FAKE_GPUS))
     if up.returncode == UNAVAILABLE:
         reason = (up.stderr.strip().splitlines() or ["(no output)"])[-1]
         pytest.skip(f"SLURM cannot be installed or run on this machine: {reason}")
@@ -213,3 +217,77 @@ def test_results_equal_the_local_run(runs):
         for k, v in x.items():  # the rest: numbers, strings and the per-image correctness (a tensor)
             if k != "model":
                 assert torch.equal(v, y[k]) if torch.is_tensor(v) else v == y[k], f"{ckpt}: {k} differs"
+
+
+# ---------------------------------------------------------------- one training job on two nodes
+
+# docs/slurm.md's command for a training job on two nodes, run as written (with --verbose for the sbatch line)
+MULTINODE = next(c for w, c in documented_commands() if w == "docs/slurm.md" and "nodes: 2" in c)
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    """`scontrol show job ID` as key -> value (finished jobs stay for MinJobAge)."""
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+@pytest.fixture(scope="module")
+def multinode(cluster, tmp_path_factory):
+    """The teacher of the tiny config trained by the documented command on both nodes (2 nodes x 1 process), and,
+    at the same time, by one process as its rule runs it locally (`python -m distdyn.train ... --threads 1`)."""
+    from distdyn.config import load_config, teacher_spec
+
+    wd = make_workdir(tmp_path_factory.mktemp("multinode"), TINY)
+    single = tmp_path_factory.mktemp("single")
+    t0 = time.monotonic()
+    with open(single / "train.out", "w") as out:
+        ref = subprocess.Popen([sys.executable, "-m", "distdyn.train", "--spec", json.dumps(teacher_spec(load_config(
+            copy.deepcopy(TINY)))), "--out", str(single / "teacher"), "--threads", "1"], cwd=single, env=package_env(),
+            stdout=out, stderr=subprocess.STDOUT)
+        with open(wd / "snakemake.out", "w") as log:
+            proc = subprocess.Popen([*command_argv(MULTINODE), "--verbose"], cwd=wd, env=job_env(), stdout=log,
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        rc = _wait(proc, wd, time.monotonic() + 600)
+        assert ref.wait(timeout=600) == 0, _tail(single / "train.out")
+    print(f"multi-node SLURM run: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    assert rc == 0, f"{MULTINODE} failed ({rc}):\n{_tail(wd / 'snakemake.out')}"
+    return {"workdir": wd, "single": single}
+
+
+def test_a_training_job_spans_two_nodes(multinode):
+    wd = multinode["workdir"]
+    out = (wd / "snakemake.out").read_text()
+    (job_id, where), = _slurm_jobs(wd).items()
+    assert where == ("pretrain_teacher", ""), where
+    # What the plugin asked for: nodes, one task (torchrun agent) each, one GPU per node; no job total of GPUs
+    # (`--gpus`) and no tasks per GPU.
+    (sbatch,) = [line for line in out.splitlines() if "sbatch call:" in line]
+    for flag in ("--nodes=2", "--ntasks=2", "--gres=gpu:1"):
+        assert flag in sbatch, (flag, sbatch)
+    assert "--gpus" not in sbatch and "--ntasks-per-gpu" not in sbatch, sbatch
+    # What slurmctld accepted and ran.
+    job = _scontrol_job(job_id)
+    assert job["JobState"] == "COMPLETED", job
+    assert (job["NumNodes"], job["NumTasks"], job["TresPerNode"]) == ("2", "2", "gres:gpu:1"), job
+    nodes = subprocess.run(["scontrol", "show", "hostnames", job["NodeList"]], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert len(nodes) == 2, job
+    # Each node's torchrun agent started one process: both ranks of the job, one on each node.
+    log = (wd / "results/logs/pretrain_teacher.log").read_text()
+    ranks = dict(re.findall(r"rank (\d) of 2 \(local rank 0\) on (\S+): device cpu", log))
+    assert sorted(ranks) == ["0", "1"] and sorted(ranks.values()) == nodes, log[-3000:]
+    assert "x2 (DDP)" in log, log[-3000:]
+
+
+def test_the_two_node_checkpoint_equals_one_process(multinode):
+    """Not bit-identical: each rank averages the loss gradient over its 16 images and DDP all-reduces the two means
+    (gloo), one process averages over the 32; the same sum in another float order, compounded over the steps.
+    Hence tests/test_ddp.py's tolerance for two gloo processes on one machine; log losses to 4 places, and the
+    evaluation (a count of correct images) exactly."""
+    wd, single = multinode["workdir"], multinode["single"]
+    assert_close_weights(wd / "results/teacher/final.pt", single / "teacher/final.pt", rtol=1e-4, atol=1e-5)
+    a, b = log_lines(single / "teacher/log.jsonl"), log_lines(wd / "results/teacher/log.jsonl")
+    assert len(a) == len(b) == TINY["teacher"]["train"]["epochs"]
+    assert [round(line["train_loss"], 4) for line in a] == [round(line["train_loss"], 4) for line in b]
+    assert [line["test_acc1"] for line in a] == [line["test_acc1"] for line in b]

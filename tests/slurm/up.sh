@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# tests/slurm/up.sh: bring up (or tear down) a REAL single-node SLURM cluster on
-# localhost for distdyn's SLURM test (tests/test_slurm.py) and for trying
-# `snakemake --profile profiles/slurm` on one machine: munged + slurmctld + slurmd,
-# Debian 12 packages (Slurm 22.05), no slurmdbd, no systemd, no cgroups.
+# tests/slurm/up.sh: bring up (or tear down) a REAL SLURM cluster on localhost for
+# distdyn's SLURM test (tests/test_slurm.py) and for trying `snakemake --profile
+# profiles/slurm` on one machine: munged + slurmctld + one slurmd per node, Debian 12
+# packages (Slurm 22.05), no slurmdbd, no systemd, no cgroups.
 #
 #   bash tests/slurm/up.sh up        # install if needed, write config, start, wait until idle
 #   bash tests/slurm/up.sh down      # cancel its jobs, stop ONLY the daemons it started (by PID),
-#                                    # remove the config it wrote (restoring one it set aside)
+#                                    # remove the config and /etc/hosts lines it wrote (restoring a
+#                                    # config it set aside)
 #   bash tests/slurm/up.sh status    # show PIDs, sinfo, squeue
 #   bash tests/slurm/up.sh selftest  # srun hostname + sbatch --wrap round trip (+ a GPU step)
 #
@@ -15,7 +16,16 @@
 # `down`; still, use it on a CI machine or a throw-away box, not on a node of a real cluster.
 #
 # Env knobs:
-#   FAKE_GPUS=N   declare N fake GPUs (GresTypes=gpu, Gres=gpu:N, gres.conf with
+#   NODES=N       N compute nodes on this one machine (default 1: one node named
+#                 `hostname -s`). N > 1 runs one slurmd per node (`slurmd -N <name>`,
+#                 which needs a Slurm built with multiple-slurmd support; Debian's
+#                 is: `scontrol show config` says MULTIPLE_SLURMD = Yes, checked
+#                 below), named <host>-1 .. <host>-N, all at 127.0.0.1 with their own
+#                 Port, spool, log and pid file (`%n` in slurm.conf); each gets the
+#                 machine's CPUs and memory divided by N and FAKE_GPUS fake GPUs, and
+#                 its name is added to /etc/hosts (removed by `down`), so a job on
+#                 two nodes sees two hosts and can rendezvous at the first.
+#   FAKE_GPUS=N   declare N fake GPUs per node (GresTypes=gpu, Gres=gpu:N, gres.conf with
 #                 dummy device files cloned from /dev/null) so the workflow's
 #                 `resources: gpu=1` (-> `sbatch --gpus=1`) is accepted and
 #                 scheduled; jobs see CUDA_VISIBLE_DEVICES but no CUDA device, so
@@ -35,9 +45,12 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 CI_DIR=${SLURM_CI_DIR:-/tmp/distdyn-slurm}
 FAKE_GPUS=${FAKE_GPUS:-0}
+NODES=${NODES:-1}
 PIDS="$CI_DIR/pids"              # lines: "<name> <pid>"
 UNAVAILABLE=3
 MARKER="# single-node CI cluster written by distdyn's tests/slurm/up.sh"
+# /etc/hosts lines this script added (one per line), removed again by `down`
+HOSTS_ADDED="$CI_DIR/hosts.added"
 
 log() { printf '[slurm-up %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 unavailable() { log "SLURM unavailable: $*"; exit "$UNAVAILABLE"; }
@@ -62,17 +75,40 @@ install_pkgs() {
   for b in "${need[@]}"; do command -v "$b" >/dev/null || unavailable "$b still missing after apt-get install"; done
 }
 
+# add_host NAME: make NAME resolve (to 127.0.0.1) unless it does already; recorded for `down`
+add_host() {
+  getent hosts "$1" >/dev/null && return
+  [ -z "$(tail -c1 /etc/hosts 2>/dev/null)" ] || echo >> /etc/hosts  # a last line without its newline
+  echo "127.0.0.1 $1" >> /etc/hosts
+  echo "127.0.0.1 $1" >> "$HOSTS_ADDED"
+}
+
+# The node names: `hostname -s` for one node, <host>-1 .. <host>-N for several.
+node_names() {
+  local host i; host=$(hostname -s)
+  if [ "$NODES" -gt 1 ]; then
+    for i in $(seq 1 "$NODES"); do echo "$host-$i"; done
+  else
+    echo "$host"
+  fi
+}
+
 write_config() {
-  local host mem cpus
+  local host mem cpus names
   host=$(hostname -s)
+  mapfile -t names < <(node_names)
   cpus=$(nproc)
   # RealMemory must not exceed what slurmd detects, else the node is DRAINED
   # ("Low RealMemory"); take 90 % of MemTotal.
   mem=$(free -m | awk '/^Mem:/{print int($2*0.9)}')
-  # The node name must equal `hostname -s` (slurmd looks itself up by it).
-  # NodeAddr/SlurmctldHost address pinned to 127.0.0.1 so no DNS is needed;
-  # still add an /etc/hosts entry in case the host name does not resolve.
-  getent hosts "$host" >/dev/null || echo "127.0.0.1 $host" >> /etc/hosts
+  # Several nodes share the machine: each gets an equal part (at least one CPU).
+  cpus=$(( cpus / NODES > 0 ? cpus / NODES : 1 )); mem=$(( mem / NODES ))
+  # A single node's name must equal `hostname -s` (slurmd looks itself up by it;
+  # `slurmd -N <name>` names the others). NodeAddr/SlurmctldHost address pinned to
+  # 127.0.0.1 so no DNS is needed; still make every name resolve (/etc/hosts) in case
+  # it does not: a job's first node name is its rendezvous host.
+  add_host "$host"
+  local n; for n in "${names[@]}"; do add_host "$n"; done
 
   local gres_line="" gres_types=""
   if [ "$FAKE_GPUS" -gt 0 ]; then
@@ -82,14 +118,32 @@ write_config() {
     # ("is not a valid character or block device" -> no CUDA_VISIBLE_DEVICES),
     # so clone /dev/null (c 1 3). The trailing number is the index slurm exports
     # as CUDA_VISIBLE_DEVICES. Nothing opens them (no cgroup device constraint).
+    # With several nodes each has its own files (nvidia0.. on the first, and so on).
     mkdir -p "$CI_DIR/fakegpu"
     echo "$MARKER" > /etc/slurm/gres.conf
-    for i in $(seq 0 $((FAKE_GPUS-1))); do
-      [ -c "$CI_DIR/fakegpu/nvidia$i" ] || { rm -f "$CI_DIR/fakegpu/nvidia$i"; mknod "$CI_DIR/fakegpu/nvidia$i" c 1 3; }
-      echo "NodeName=$host Name=gpu File=$CI_DIR/fakegpu/nvidia$i" >> /etc/slurm/gres.conf
+    local k=0 i
+    for n in "${names[@]}"; do
+      for i in $(seq 0 $((FAKE_GPUS-1))); do
+        [ -c "$CI_DIR/fakegpu/nvidia$k" ] || { rm -f "$CI_DIR/fakegpu/nvidia$k"; mknod "$CI_DIR/fakegpu/nvidia$k" c 1 3; }
+        echo "NodeName=$n Name=gpu File=$CI_DIR/fakegpu/nvidia$k" >> /etc/slurm/gres.conf
+        k=$((k+1))
+      done
     done
   else
     rm -f /etc/slurm/gres.conf
+  fi
+
+  # One slurmd per node: with several, spool, log and pid file are per node (%n: the node
+  # name) and each listens on its own port, since they share 127.0.0.1.
+  local node_lines="" spool=slurmd pidfile=slurmd.pid logfile=slurmd.log i=0
+  if [ "$NODES" -gt 1 ]; then
+    spool=slurmd-%n pidfile=slurmd-%n.pid logfile=slurmd-%n.log
+    for n in "${names[@]}"; do
+      node_lines+="NodeName=$n NodeHostname=$host NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=$cpus RealMemory=$mem$gres_line State=UNKNOWN"$'\n'
+      i=$((i+1))
+    done
+  else
+    node_lines="NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem$gres_line State=UNKNOWN"
   fi
 
   cat > /etc/slurm/slurm.conf <<EOF
@@ -126,18 +180,18 @@ ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=60
 StateSaveLocation=/var/lib/slurm/slurmctld
-SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmdSpoolDir=/var/lib/slurm/$spool
 SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdPidFile=/run/$pidfile
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/$logfile
 SlurmctldDebug=info
 SlurmdDebug=info
 $gres_types
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem$gres_line State=UNKNOWN
+$node_lines
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  log "wrote /etc/slurm/slurm.conf (node $host, CPUs=$cpus, RealMemory=$mem, fake GPUs=$FAKE_GPUS)"
+  log "wrote /etc/slurm/slurm.conf (nodes ${names[*]}, each CPUs=$cpus, RealMemory=$mem, fake GPUs=$FAKE_GPUS)"
 }
 
 # Set aside a slurm.conf/gres.conf this script did not write (e.g. the client config of a real
@@ -167,6 +221,15 @@ remove_config() {
       log "restored /etc/slurm/$f"
     fi
   done
+  # The /etc/hosts lines add_host wrote, each once; the file is rewritten in place (it
+  # may be a bind mount, which a rename-based `sed -i` cannot replace).
+  if [ -s "$HOSTS_ADDED" ]; then
+    local kept; kept=$(awk 'NR == FNR { drop[$0]++; next } ($0 in drop) && drop[$0]-- > 0 { next } { print }' \
+      "$HOSTS_ADDED" /etc/hosts)
+    printf '%s\n' "$kept" > /etc/hosts
+    log "removed from /etc/hosts: $(awk '{print $2}' "$HOSTS_ADDED" | tr '\n' ' ')"
+  fi
+  rm -f "$HOSTS_ADDED"
 }
 
 # A killed daemon may linger as a zombie (PID 1 in some sandboxes does not reap
@@ -181,7 +244,8 @@ alive() {
 # fight over the ports and pid files, and we must not stop someone else's.
 check_foreign() {
   local name pidfile pid
-  for name in munged:/run/munge/munged.pid slurmctld:/run/slurmctld.pid slurmd:/run/slurmd.pid; do
+  for name in munged:/run/munge/munged.pid slurmctld:/run/slurmctld.pid slurmd:/run/slurmd.pid \
+      $(for f in /run/slurmd-*.pid; do [ -e "$f" ] && echo "slurmd:$f"; done); do
     pidfile=${name#*:}; name=${name%%:*}
     pid=$(cat "$pidfile" 2>/dev/null || true)
     if alive "$pid" && grep -q "$name" "/proc/$pid/comm" 2>/dev/null; then
@@ -221,23 +285,41 @@ up() {
   munge -n | unmunge >/dev/null || { log "munge round trip failed"; exit 1; }
 
   # --- slurm state/spool/log dirs (package creates them, we make sure), fresh state each time
-  install -d -m 0755 /var/lib/slurm/slurmd /var/log/slurm
+  install -d -m 0755 /var/log/slurm
   rm -rf /var/lib/slurm/slurmctld; install -d -m 0755 /var/lib/slurm/slurmctld
-  : > /var/log/slurm/slurmctld.log; : > /var/log/slurm/slurmd.log
+  : > /var/log/slurm/slurmctld.log
 
   start_daemon slurmctld /run/slurmctld.pid /usr/sbin/slurmctld
-  start_daemon slurmd    /run/slurmd.pid    /usr/sbin/slurmd
+  local n
+  if [ "$NODES" -gt 1 ]; then
+    # Several slurmd on one machine need a Slurm built with multiple-slurmd support
+    # (slurmctld reports it once it answers).
+    for _ in $(seq 50); do scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
+    local multiple; multiple=$(scontrol show config 2>/dev/null | grep -i '^MULTIPLE_SLURMD' || true)
+    if ! grep -qiE '= *Yes' <<< "$multiple"; then
+      down
+      unavailable "NODES=$NODES needs a Slurm built with multiple-slurmd support (scontrol show config: ${multiple:-no MULTIPLE_SLURMD line})"
+    fi
+    for n in $(node_names); do
+      install -d -m 0755 "/var/lib/slurm/slurmd-$n"; : > "/var/log/slurm/slurmd-$n.log"
+      start_daemon slurmd "/run/slurmd-$n.pid" /usr/sbin/slurmd -N "$n"
+    done
+  else
+    install -d -m 0755 /var/lib/slurm/slurmd; : > /var/log/slurm/slurmd.log
+    start_daemon slurmd /run/slurmd.pid /usr/sbin/slurmd
+  fi
 
-  # --- wait for the node to become schedulable
-  local st=""
+  # --- wait for every node to become schedulable
+  local st="" ready=0
   for _ in $(seq 100); do
-    st=$(sinfo -h -N -o '%T' 2>/dev/null | head -1 || true)
-    case "$st" in idle|mixed|allocated) break;; esac
+    st=$(sinfo -h -N -o '%N %T' 2>/dev/null | tr '\n' ' ' || true)
+    ready=$(sinfo -h -N -o '%T' 2>/dev/null | grep -cxE 'idle|mixed|allocated' || true)
+    [ "$ready" -eq "$NODES" ] && break
     sleep 0.2
   done
-  case "$st" in idle|mixed|allocated) ;; *)
-    log "node not ready (state '$st')"; sinfo -R >&2 || true; tail -20 /var/log/slurm/slurmctld.log >&2; exit 1;;
-  esac
+  if [ "$ready" -ne "$NODES" ]; then
+    log "nodes not ready (states: '$st')"; sinfo -R >&2 || true; tail -20 /var/log/slurm/slurmctld.log >&2; exit 1
+  fi
   log "cluster up in $((SECONDS - t0)) s"
   sinfo >&2
 }
@@ -291,6 +373,10 @@ selftest() {
   for _ in $(seq 100); do
     [ "$(squeue -h -t all -j "$id" -o %T 2>/dev/null)" = COMPLETED ] && break; sleep 0.2; done
   cat "$out/$id.out"; rm -rf "$out"
+  local nn; nn=$(sinfo -h -N -o %N | wc -l)
+  if [ "$nn" -gt 1 ]; then
+    srun -N "$nn" -n "$nn" bash -c 'echo "node $SLURMD_NODENAME task $SLURM_PROCID of $SLURM_NTASKS: $SLURM_JOB_NODELIST"'
+  fi
   if grep -q '^GresTypes=gpu' /etc/slurm/slurm.conf; then
     srun --gpus=1 bash -c 'echo "gpu step: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES SLURM_JOB_GPUS=${SLURM_JOB_GPUS:-}"'
   fi

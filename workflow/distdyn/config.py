@@ -293,7 +293,8 @@ def _build_shape(key: str, model_cfg: dict, info) -> tuple[int, int]:
 
 
 def _check_train(key: str, train: dict) -> None:
-    """A training section: a timm optimizer, a batch that splits across the GPUs, checkpoint epochs within the run."""
+    """A training section: a timm optimizer, GPUs that split over the nodes, a batch that splits across the GPUs,
+    checkpoint epochs within the run."""
     import difflib
 
     from timm.optim import list_optimizers
@@ -305,6 +306,9 @@ def _check_train(key: str, train: dict) -> None:
         raise ConfigError(f"{key}.opt", f"timm has no optimizer {train['opt']!r}"
                                         f"{f' (did you mean {close}?)' if close else ''}; "
                                         f"the names are timm.optim.list_optimizers(), e.g. adamw, sgd, lamb")
+    if train["gpus"] % train["nodes"]:
+        raise ConfigError(f"{key}.nodes", f"{key}.gpus = {train['gpus']} processes do not split evenly over "
+                                          f"{train['nodes']} nodes: make {key}.gpus a multiple of {key}.nodes")
     if train["batch_size"] % train["gpus"]:
         raise ConfigError(f"{key}.batch_size", f"{train['batch_size']} does not split evenly across "
                                                f"{key}.gpus = {train['gpus']} processes")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -29,18 +30,22 @@ class Runtime:
 
 def make_runtime(train_cfg: dict, gpu: int, device: str = "auto") -> Runtime:
     """Device, DDP rank and precision for this process; CUDA only when the job was given a GPU and one exists."""
+    # torchrun's global rank decides who writes (Runtime.main); the rank on this node picks its GPU.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = granted_device(gpu)
     if device == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if world > 1:  # every rank says where it runs (SLURM's node name: one machine may hold several nodes)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        log(f"rank {rank} of {world} (local rank {local}) on {node}: device {dev}")
     cuda = dev.type == "cuda"
     amp = {"auto": torch.bfloat16 if cuda else None, "bf16": torch.bfloat16, "off": None}[train_cfg["amp"]]
     comp = {"auto": cuda, "on": True, "off": False}[train_cfg["compile"]]

@@ -104,12 +104,99 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def launcher(train_cfg):
-    """python -m, or torchrun with one process per GPU for gpus > 1."""
+def launcher(train_cfg, cpus=1):
+    """How a training rule's shell starts `distdyn.train ARGS`: python -m; torchrun with one process per GPU
+    for gpus > 1; for nodes > 1, one torchrun agent per node (multinode_launcher, given the rule's CPUs)."""
     n = train_cfg["gpus"]
+    if train_cfg["nodes"] > 1:
+        return multinode_launcher(train_cfg, cpus)
     if n > 1:
         return f"python -m torch.distributed.run --standalone --nproc_per_node={n} -m"
     return "python -m"
+
+
+def multinode_launcher(train_cfg, cpus):
+    """One torchrun agent per node, started by the job's own srun inside its SLURM allocation (the rule's
+    `mpi` resource, train_resources), each running gpus / nodes processes; they meet at a c10d rendezvous
+    on the allocation's first host. Checked against snakemake-executor-plugin-slurm-jobstep 0.6.1 (run_job)
+    and Slurm 22.05's srun, on a two-node cluster (tests/test_slurm.py):
+    - the jobstep plugin runs an `mpi` job's shell once, in the batch script, with every SLURM_* variable
+      but the job id removed: the node list comes from slurmctld (squeue), not $SLURM_JOB_NODELIST;
+    - since Slurm 22.05 srun does not inherit the job's --cpus-per-task: `-c` gives each agent the CPUs
+      sbatch got per task (the plugin's --cpus-per-task: the rule's threads, as no cpus_per_task resource
+      is set);
+    - `--gres=gpu:G` gives each node's agent its G GPUs (CUDA_VISIBLE_DEVICES per node);
+    - the port is derived from the job id (20000-29999, below Linux's ephemeral ports), so two jobs that
+      share a first host do not collide."""
+    nodes, per_node = train_cfg["nodes"], train_cfg["gpus"] // train_cfg["nodes"]
+    gres = f" --gres=gpu:{RES['gpu'] * per_node}" if RES["gpu"] else ""
+    head = '$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | head -1)'
+    port = "$((20000 + SLURM_JOB_ID % 10000))"
+    return (
+        f"srun -N {nodes} -n {nodes} --ntasks-per-node=1 -c {cpus}{gres} python -m torch.distributed.run "
+        f"--nnodes {nodes} --nproc_per_node {per_node} --rdzv_backend c10d "
+        f'--rdzv_endpoint "{head}:{port}" --rdzv_id "$SLURM_JOB_ID" -m'
+    )
+
+
+def gpus(train_cfg):
+    """The `gpu` resource: the plugin makes it `--gpus=N`, a total for the job that SLURM may spread over
+    any nodes; a multi-node job asks per node instead (train_resources) and has none."""
+    return 0 if train_cfg["nodes"] > 1 else RES["gpu"] * train_cfg["gpus"]
+
+
+def granted_gpus(train_cfg, resources):
+    """distdyn.train's --gpu (0: train on the CPU): the job's `gpu` resource, as a cap left it (a local
+    `--resources gpu=0`); a multi-node job, which has none, is told its GPUs on all nodes."""
+    return RES["gpu"] * train_cfg["gpus"] if train_cfg["nodes"] > 1 else resources.gpu
+
+
+def train_resources(train_cfg):
+    """A training job's nodes, in snakemake-executor-plugin-slurm 2.8's terms (its submit_string.py and
+    utils.set_gres_string, and the jobstep plugin's run_job); a local run ignores them.
+    - One node: `nodes=1` -> `sbatch --nodes=1`, so the job's GPUs are on the node its torchrun uses.
+    - N nodes: `nodes=N` -> `--nodes=N`; `mpi` makes the jobstep plugin run the shell as is (not in
+      `srun -n1`) so that its own srun starts the agents (multinode_launcher); `tasks=N` -> `--ntasks=N`,
+      one agent per node (`tasks_per_node=1` would say the same, but the plugin refuses it with `mpi`);
+      `tasks_per_gpu=0`, else a GPU job that sets `tasks` gets `--ntasks-per-gpu=N`; `gres="gpu:G"` ->
+      `--gres=gpu:G`, G GPUs on each node (the `gpu` resource would be `--gpus`, a job total)."""
+    nodes = train_cfg["nodes"]
+    if nodes == 1:
+        return {"nodes": 1}
+    per_node = RES["gpu"] * train_cfg["gpus"] // nodes
+    gres = {"gres": f"gpu:{per_node}"} if per_node else {}
+    return {"nodes": nodes, "mpi": "srun", "tasks": nodes, "tasks_per_gpu": 0, **gres}
+
+
+# The config key of each training rule's node count.
+NODES_KEY = {
+    "pretrain_teacher": "teacher.train.nodes",
+    "distill_group": "student.train.nodes",
+    "distill_student": "student.train.nodes",
+}
+
+
+def refuse_nodes_without_slurm():
+    """One line and exit status 1, before any job starts, when a job that must run would span nodes and the
+    executor is not SLURM's: only there does the job get the allocation its srun starts the agents in.
+    Called from `onstart`, the first moment the executor is known (Snakemake 9 sets workflow.executor_plugin
+    in Workflow.execute, after the Snakefile is read) and never for a dry run or in a job (--no-hooks)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name == "slurm" or workflow.touch:
+        return
+    for job in workflow.dag.needrun_jobs():
+        if job.rule.name in NODES_KEY and job.resources.get("nodes", 1) > 1:
+            key = NODES_KEY[job.rule.name]
+            message = (
+                f"{job.resources.nodes} nodes need the SLURM executor (snakemake --profile profiles/slurm, "
+                f"docs/slurm.md), this run's is {plugin.name!r}: set {key}: 1 to train on this machine"
+            )
+            print(error_line(DistdynError(f"config key '{key}'", message)), file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+
+onstart:
+    refuse_nodes_without_slurm()
 
 
 def model_weights(wildcards):

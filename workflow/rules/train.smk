@@ -38,20 +38,22 @@ rule pretrain_teacher:
         ENV
     threads: TEACHER_REQUEST.cpus
     resources:
-        gpu=TEACHER_REQUEST.gpu,
+        **train_resources(config["teacher"]["train"]),
+        gpu=gpus(config["teacher"]["train"]),
         mem_mb=TEACHER_REQUEST.mem_mb,
         runtime=TEACHER_REQUEST.runtime,
         attempt=lambda w, attempt: attempt,
     params:
         code=code_fingerprint("distdyn.train"),
         spec=as_json(TEACHER_SPEC),
-        launch=launcher(config["teacher"]["train"]),
+        launch=lambda w, threads: launcher(config["teacher"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["teacher"]["train"], resources),
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
     shell:
         "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
 
 
@@ -70,7 +72,8 @@ rule distill_group:
         ENV
     threads: GROUP_REQUEST.cpus
     resources:
-        gpu=GROUP_REQUEST.gpu,
+        **train_resources(config["student"]["train"]),
+        gpu=gpus(config["student"]["train"]),
         mem_mb=GROUP_REQUEST.mem_mb,
         runtime=GROUP_REQUEST.runtime,
         attempt=lambda w, attempt: attempt,
@@ -78,11 +81,12 @@ rule distill_group:
         code=code_fingerprint("distdyn.train"),
         members=lambda w: as_json(group_members(w.seed)),
         store=STUDENT_STORE,
-        launch=launcher(config["student"]["train"]),
+        launch=lambda w, threads: launcher(config["student"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
         "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
-        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--store {params.store} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
 
 
@@ -104,7 +108,8 @@ rule distill_student:
         ENV
     threads: lambda w: student_request(w.setting).cpus
     resources:
-        gpu=lambda w: student_request(w.setting).gpu,
+        **train_resources(config["student"]["train"]),
+        gpu=gpus(config["student"]["train"]),
         mem_mb=lambda w: student_request(w.setting).mem_mb,
         runtime=lambda w: student_request(w.setting).runtime,
         attempt=lambda w, attempt: attempt,
@@ -115,13 +120,14 @@ rule distill_student:
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         out=lambda w, output: os.path.dirname(output.final),
         resume=lambda w: student_resume(w.setting, w.seed),
-        launch=launcher(config["student"]["train"]),
+        launch=lambda w, threads: launcher(config["student"]["train"], threads),
+        gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
         "[ {resources.attempt} -gt 1 ] || : > {log}; "
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
         "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         "--attempt {resources.attempt} >> {log} 2>&1"
 
 
