@@ -291,3 +291,83 @@ def test_the_two_node_checkpoint_equals_one_process(multinode):
     assert len(a) == len(b) == TINY["teacher"]["train"]["epochs"]
     assert [round(line["train_loss"], 4) for line in a] == [round(line["train_loss"], 4) for line in b]
     assert [line["test_acc1"] for line in a] == [line["test_acc1"] for line in b]
+
+
+# ---------------------------------------------------------------- longer than the time limit
+
+# docs/slurm.md's command for training under a one-minute limit, run as written (with --verbose for the sbatch lines)
+SEGMENTED = next(c for w, c in documented_commands() if w == "docs/slurm.md" and "max_runtime: 1" in c)
+# A teacher whose uninterrupted training (about 2.5 minutes here, 45 epochs of 12,800 images) is about three
+# times the limit: each one-minute job starts up, trains the epochs that fit and stops before its end.
+LONG_TEACHER = {**TINY, "data": {**TINY["data"], "synthetic": {**TINY["data"]["synthetic"], "size": 16000}},
+                "teacher": {**TINY["teacher"], "train": {**TINY["teacher"]["train"], "epochs": 45}}}
+
+
+def _requeue_once(wd: Path, proc: subprocess.Popen, after_epochs: int) -> str | None:
+    """`scontrol requeue` the running teacher job once its second segment has trained `after_epochs` epochs;
+    the job id, or None if the run ended first."""
+    log = wd / "results/logs/pretrain_teacher.log"
+    while proc.poll() is None:
+        text = log.read_text() if log.is_file() else ""
+        segment = text.split("resuming from")[1:]
+        if segment and len(re.findall(r"^\S+ \S+ epoch \d+:", segment[-1], re.M)) >= after_epochs:
+            running = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True, text=True,
+                                     check=True).stdout.split("\n")
+            job = next((line.split()[0] for line in running if "rule_pretrain_teacher" in line), None)
+            if job:
+                subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+                return job
+        time.sleep(0.5)
+    return None
+
+
+@pytest.fixture(scope="module")
+def segmented(cluster, tmp_path_factory):
+    """The long teacher trained by the documented command under a one-minute limit, requeued once mid-run
+    (`scontrol requeue`), and, at the same time, in one go by one local process."""
+    from distdyn.config import load_config, teacher_spec
+
+    wd = make_workdir(tmp_path_factory.mktemp("segmented"), LONG_TEACHER)
+    single = tmp_path_factory.mktemp("uninterrupted")
+    t0 = time.monotonic()
+    with open(single / "train.out", "w") as out:
+        ref = subprocess.Popen([sys.executable, "-m", "distdyn.train", "--spec", json.dumps(teacher_spec(load_config(
+            copy.deepcopy(LONG_TEACHER)))), "--out", str(single / "teacher"), "--threads", "1"], cwd=single,
+            env=package_env(), stdout=out, stderr=subprocess.STDOUT)
+        with open(wd / "snakemake.out", "w") as log:
+            proc = subprocess.Popen([*command_argv(SEGMENTED), "--verbose"], cwd=wd, env=job_env(), stdout=log,
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        requeued = _requeue_once(wd, proc, after_epochs=2)
+        rc = _wait(proc, wd, time.monotonic() + 1200)
+        assert ref.wait(timeout=600) == 0, _tail(single / "train.out")
+    print(f"segmented SLURM run: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    assert rc == 0, f"{SEGMENTED} failed ({rc}):\n{_tail(wd / 'snakemake.out')}"
+    return {"workdir": wd, "single": single, "requeued": requeued}
+
+
+def test_a_training_longer_than_the_limit_ran_in_segments_and_survived_a_requeue(segmented):
+    wd = segmented["workdir"]
+    jobs = [job_id for job_id, (rule, _) in _slurm_jobs(wd).items() if rule == "pretrain_teacher"]
+    log = (wd / "results/logs/pretrain_teacher.log").read_text()
+    stops = re.findall(r"stopped before the time limit at epoch (\d+) of 45; the next attempt resumes", log)
+    assert len(stops) >= 2 and len(jobs) == len(stops) + 1, (jobs, stops, log[-3000:])  # one attempt per segment
+    for job_id in jobs:  # every attempt asked for the one minute the site allows (resources.max_runtime)
+        assert _scontrol_job(job_id)["TimeLimit"] == "00:01:00", _scontrol_job(job_id)
+    # The requeued job: SLURM ran it again under the same id (Restarts=1); it resumed, and went on.
+    assert segmented["requeued"] in jobs, segmented["requeued"]
+    assert _scontrol_job(segmented["requeued"])["Restarts"] == "1"
+    assert "terminated by SIGTERM" in log and log.count("resuming from") >= len(stops) + 1, log[-3000:]
+    out = (wd / "snakemake.out").read_text()
+    assert "steps (100%) done" in out
+
+
+def test_the_segmented_checkpoint_equals_the_uninterrupted_run(segmented):
+    wd, single = segmented["workdir"], segmented["single"]
+    got, want = (torch.load(p, weights_only=True) for p in (wd / "results/teacher/final.pt",
+                                                            single / "teacher/final.pt"))
+    assert got["model"].keys() == want["model"].keys()
+    for name, tensor in want["model"].items():
+        assert torch.equal(tensor, got["model"][name]), name
+    drop = ("seconds", "images_per_s")
+    assert log_lines(wd / "results/teacher/log.jsonl", drop) == log_lines(single / "teacher/log.jsonl", drop)
