@@ -42,7 +42,7 @@ GPU_RULES = {
     "pretrain_teacher": [""],
     "dump_model_activations": ["teacher"],
     "distill_group": ["0"],  # logit and spectral_last of seed 0, one teacher forward per batch
-    "distill_student": [f"{s}_0" for s in SETTINGS],
+    "distill_student": ["baseline_0"],  # the others are restored from the group's store by restore_student (local)
     "dump_activations": [f"{s}_0" for s in SETTINGS],
 }
 RUN_TIMEOUT = 2400  # s; on expiry Snakemake gets SIGINT, so it scancels its jobs
@@ -160,7 +160,7 @@ def test_every_job_went_through_slurm_and_gpu_rules_got_a_gpu(runs):
     assert runs["slurm_rc"] == 0, _tail(slurm / "snakemake.out")
     out = (slurm / "snakemake.out").read_text()
     jobs = _slurm_jobs(slurm)
-    # Every job but those of local rules (none here: explicit targets) was an sbatch job with its own log.
+    # Every job but those of local rules (restore_student) was an sbatch job with its own log.
     local_rules = set(re.findall(r"^localrule (\w+):", out, re.M))
     finished = [l for l in out.splitlines() if l.startswith("Finished jobid:")
                 and re.search(r"\(Rule: (\w+)\)", l).group(1) not in local_rules]
@@ -185,12 +185,44 @@ def test_every_job_went_through_slurm_and_gpu_rules_got_a_gpu(runs):
     # with the one thread the rule asked for; the job step itself ran `srun ... --gpus=1`. The two
     # students that need the teacher trained in the group job; their own jobs restored them and show
     # the group's log lines of that student.
-    for s in SETTINGS:
-        log = (slurm / f"results/logs/distill_student/{s}_seed_0.log").read_text()
-        assert "device cpu" in log and "threads 1" in log, log
-        assert ("restored" in log) == (s != "baseline"), log
-    jobstep = next((slurm / "results/logs/slurm/rule_distill_student/logit_0").glob("*.log")).read_text()
+    log = (slurm / "results/logs/distill_student/baseline_seed_0.log").read_text()
+    assert "device cpu" in log and "threads 1" in log and "restored" not in log, log
+    for s in SETTINGS[1:]:  # restored on this machine (a local rule), never submitted
+        assert "restored" in (slurm / f"results/logs/restore_student/{s}_seed_0.log").read_text()
+        assert "localrule restore_student:" in out and not (slurm / "results/logs/slurm/rule_restore_student").exists()
+    jobstep = next((slurm / "results/logs/slurm/rule_distill_student/baseline_0").glob("*.log")).read_text()
     assert re.search(r"'CUDA_VISIBLE_DEVICES': '[0-9]'", jobstep) and "--gpus=1" in jobstep, jobstep[-3000:]
+
+
+def _minutes(limit: str) -> int:
+    """scontrol's TimeLimit ([D-]HH:MM:SS) in minutes."""
+    days, _, clock = limit.rpartition("-")
+    h, m, s = (int(x) for x in clock.split(":"))
+    return (int(days) if days else 0) * 1440 + h * 60 + m + (s > 0)
+
+
+def test_slurmctld_accepted_each_job_with_the_requests_of_the_plan(runs):
+    """What each submitted job got, read back from slurmctld (`scontrol show job`), is what `python -m
+    distdyn.plan` says the rules ask for: CPUs, memory, time limit, GPUs; the restore jobs ask for nothing."""
+    slurm = runs["slurm"]
+    assert runs["slurm_rc"] == 0, _tail(slurm / "snakemake.out")
+    proc = subprocess.run([sys.executable, "-m", "distdyn.plan", "--forceall", "--json"], cwd=slurm, env=job_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = {(j["rule"], "_".join(str(v) for v in j["wildcards"].values())): j
+               for j in map(json.loads, proc.stdout.splitlines())}
+    assert all(j["gpu"] == 0 and j["mem_mb"] == 0 for (rule, _), j in planned.items() if rule == "restore_student")
+    checked = set()
+    for job_id, (rule, wildcards) in _slurm_jobs(slurm).items():
+        want, got = planned[(rule, wildcards)], _scontrol_job(job_id)
+        assert int(got["NumCPUs"]) == want["cpus"], (rule, got["NumCPUs"], want)
+        if want["mem_mb"]:  # else the profile's default-resources
+            assert got["MinMemoryNode"] == f"{want['mem_mb']}M", (rule, got["MinMemoryNode"], want)
+        if want["runtime"]:
+            assert _minutes(got["TimeLimit"]) == want["runtime"], (rule, got["TimeLimit"], want)
+        assert (got.get("TresPerJob") == f"gres:gpu:{want['gpu']}") == (want["gpu"] > 0), (rule, got, want)
+        checked.add(rule)
+    assert {"pretrain_teacher", "distill_group", "distill_student", "dump_activations"} <= checked, checked
 
 
 def test_results_equal_the_local_run(runs):

@@ -42,8 +42,10 @@ class Job:
         return self.rule + "".join(f" {v}" for v in self.wildcards.values())
 
 
-def plan(configfiles: list[str], config: dict, snakefile: Path) -> tuple[list[Job], dict[str, int]]:
-    """The jobs Snakemake would run now, with their requests and estimates, and the disk the run writes."""
+def plan(configfiles: list[str], config: dict, snakefile: Path, forceall: bool = False
+         ) -> tuple[list[Job], dict[str, int]]:
+    """The jobs Snakemake would run now (`forceall`: every job of the study), with their requests and estimates,
+    and the disk the run writes."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
@@ -54,7 +56,7 @@ def plan(configfiles: list[str], config: dict, snakefile: Path) -> tuple[list[Jo
                               snakefile=snakefile, workdir=Path.cwd())
         workflow = wf_api.dag(dag_settings=DAGSettings()).workflow_api._workflow
         # What `snakemake --d3dag` runs before it prints the DAG (snakemake.workflow.Workflow.printd3dag).
-        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+        workflow._prepare_dag(forceall=forceall, ignore_incomplete=True, lock_warn_only=True)
         workflow._build_dag()
         return plan_jobs(workflow.dag, workflow.globals), disk_bytes(workflow.globals)
 
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", type=int, help="GPUs the study runs on (one box), for the wall time")
     p.add_argument("--nodes", type=int, help="nodes of a cluster (with --gpus-per-node)")
     p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--forceall", action="store_true", help="every job of the study, as if none had run")
     p.add_argument("--json", action="store_true", help="print the jobs as JSON lines (rule, wildcards, requests)")
     p.add_argument("--segment-wait", type=float, default=60.0, metavar="MIN",
                    help="minutes a training job's next segment is assumed to wait in the queue (default 60)")
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data_size:
         resize_data(*args.data_size)
-    jobs, disk = plan(args.configfile, parse_config(args.config), Path(args.snakefile).resolve())
+    jobs, disk = plan(args.configfile, parse_config(args.config), Path(args.snakefile).resolve(), args.forceall)
     if args.json:
         import dataclasses
         import json
