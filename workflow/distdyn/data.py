@@ -242,10 +242,10 @@ def load_tensor_splits(cfg: dict) -> tuple[TensorSplit, TensorSplit, int]:
     """(train, val, num_classes) for an in-memory source, normalised by train statistics."""
     ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
     if cfg["train_subset"]:
-        idx = balanced_subset(ytr, min(cfg["train_subset"], len(ytr)), cfg["split_seed"])
+        idx = balanced_subset(ytr, min(cfg["train_subset"], len(ytr)), subset_seed(cfg, True))
         xtr, ytr = xtr[idx], ytr[idx]
     if cfg["val_subset"]:
-        idx = balanced_subset(yva, min(cfg["val_subset"], len(yva)), cfg["split_seed"] + 1)
+        idx = balanced_subset(yva, min(cfg["val_subset"], len(yva)), subset_seed(cfg, False))
         xva, yva = xva[idx], yva[idx]
     channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
     mean = torch.from_numpy(xtr.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32))
@@ -292,7 +292,24 @@ def image_folder(cfg: dict, train: bool, img_size: int, eval_transform: str = "d
     else:
         tf = create_transform(img_size, is_training=False, interpolation=EVAL_INTERPOLATION[eval_transform],
                               crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return ImageFolder(str(root), transform=tf)
+    return subset_of(ImageFolder(str(root), transform=tf), cfg, train)
+
+
+def subset_seed(cfg: dict, train: bool) -> int:
+    """The seed of data.train_subset's (split_seed) or data.val_subset's (split_seed + 1) choice."""
+    return cfg["split_seed"] + (0 if train else 1)
+
+
+def subset_of(folder, cfg: dict, train: bool):
+    """`folder` (an ImageFolder) cut to data.train_subset / val_subset images, the class-balanced seeded
+    choice the in-memory sources make (balanced_subset), in file order; unchanged without a subset."""
+    n = cfg["train_subset" if train else "val_subset"]
+    if not n or n >= len(folder.samples):
+        return folder
+    idx = balanced_subset(np.asarray(folder.targets), n, subset_seed(cfg, train))
+    folder.samples = folder.imgs = [folder.samples[i] for i in idx]
+    folder.targets = [s[1] for s in folder.samples]
+    return folder
 
 
 class SeededAugment(torch.utils.data.Dataset):
@@ -335,9 +352,9 @@ def describe(cfg: dict) -> DataInfo:
                 raise DataError("data.root", f"{root / part} does not exist (imagefolder needs train/ and val/)")
         classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir())
         count = lambda p: sum(len(files) for _, _, files in os.walk(root / p))  # noqa: E731
-        n_val = count("val")
-        return DataInfo(len(classes), 3, cfg["img_size"] or 224, count("train"),
-                        min(n_val, cfg["val_subset"] or n_val))
+        n_tr, n_va = count("train"), count("val")  # cut as subset_of cuts the ImageFolders
+        return DataInfo(len(classes), 3, cfg["img_size"] or 224, min(n_tr, cfg["train_subset"] or n_tr),
+                        min(n_va, cfg["val_subset"] or n_va))
     ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
     channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
     n_tr = min(len(ytr), cfg["train_subset"] or len(ytr))
