@@ -27,8 +27,13 @@ def read_schema() -> dict:
 
 
 def schema_default(key: str):
-    """The default of a dotted config key, e.g. schema_default("metrics.bins")."""
-    node = _schema()
+    """The default of a dotted config key, e.g. schema_default("metrics.bins") or "student.train.threads"."""
+    root = node = _schema()
     for part in key.split("."):
         node = node["properties"][part]
+        if "$ref" in node:  # a shared definition, e.g. #/definitions/train
+            target = root
+            for name in node["$ref"].removeprefix("#/").split("/"):
+                target = target[name]
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}} if "properties" in target else node
     return node["default"]

@@ -49,11 +49,60 @@ NOT_STORED, FAILED = 1, 3  # exit statuses of `restore` without a training comma
 FICLONE = 0x40049409
 
 
+# Keys of a spec that change how fast a job runs or where it reads its data, not what it computes: no part
+# of a run's key, nor of the spec the rules pass as params (a rerun trigger). The workflow's specs hold the
+# data's content digest (data.content) instead of its path; the job gets these on its command line. The CPU
+# thread count does change the numbers: resume states and store entries record it (numerics).
+TUNING = {"train": ("threads",), "data": ("num_workers", "root")}
+
+
+def key_view(spec: dict) -> dict:
+    """`spec` without its TUNING keys."""
+    return {k: {kk: vv for kk, vv in v.items() if kk not in TUNING[k]} if k in TUNING and isinstance(v, dict) else v
+            for k, v in spec.items()}
+
+
+def tuned(spec: dict, threads: int | None = None, root: str | None = None, num_workers: int | None = None) -> dict:
+    """A job's spec: the one of its params (which lacks the TUNING keys) with the values of its command line,
+    else its own, else the schema's defaults. Either section may be absent (a data config alone: {"data": ...})."""
+    from .schema import schema_default
+
+    given = {"train": {"threads": threads}, "data": {"root": root, "num_workers": num_workers}}
+    out = dict(spec)
+    for section, keys in TUNING.items():
+        if section in spec:
+            out[section] = {**{k: schema_default(f"{'student.' if section == 'train' else ''}{section}.{k}")
+                               for k in keys}, **spec[section],
+                            **{k: v for k, v in given[section].items() if v is not None}}
+    return out
+
+
 def job_key(spec: dict, code: str | None, weights: str | None = None) -> str:
-    """The hash of everything a training run reads: its job's params (spec, code fingerprint) and the
-    checkpoint_digest of the weights it reads, a student's teacher or a teacher's starting checkpoint (None
-    for a run that reads none, e.g. the no-KD baseline, whose key is then the spec's and code's alone)."""
-    return config_hash({"spec": spec, "code": code, **({"weights": weights} if weights is not None else {})})
+    """The hash of everything a training run reads: its job's params (spec without its TUNING keys, code
+    fingerprint) and the checkpoint_digest of the weights it reads, a student's teacher or a teacher's
+    starting checkpoint (None for a run that reads none, e.g. the no-KD baseline, whose key is then the
+    spec's and code's alone)."""
+    return config_hash({"spec": key_view(spec), "code": code, **({"weights": weights} if weights is not None else {})})
+
+
+def numerics(device: str, threads: int) -> dict:
+    """What, beside its key, decides a run's numbers on this machine: the device type, and on the CPU the
+    thread count (1 and 2 threads differ by ~4e-3 in the weights after 3 epochs); recorded in resume
+    states and store entries."""
+    return {"device": device, **({"threads": int(threads)} if device == "cpu" else {})}
+
+
+def other_numerics(recorded: dict | None, device, threads: int) -> str | None:
+    """Why a run recorded with `recorded` numerics cannot continue in (or be restored into) a job on `device`
+    (a type, or a callable giving it: asked only when it matters) with `threads`: None when it can. Only a
+    CPU run's thread count counts: on CUDA any thread count is accepted, and a run without a record (or
+    saved on another device type, which the RNG state allows) is accepted as it was before the record."""
+    if not recorded or recorded.get("device") != "cpu" or recorded.get("threads") in (None, threads):
+        return None
+    if (device() if callable(device) else device) != "cpu":
+        return None
+    return f"it was computed with {recorded['threads']} CPU threads, this job has {threads} (the CPU's results " \
+           f"depend on the thread count)"
 
 
 def entry_dir(root: str | os.PathLike, spec: dict, code: str | None) -> Path:
@@ -77,11 +126,14 @@ def record(entry: str | os.PathLike) -> dict | None:
     return info
 
 
-def read(entry: str | os.PathLike, teacher: str | None = None) -> dict | None:
+def read(entry: str | os.PathLike, teacher: str | None = None, device: str | None = None,
+         threads: int | None = None) -> dict | None:
     """The entry's record if it is complete and was distilled from `teacher` (a checkpoint_digest; None for
-    a run without one), else None."""
+    a run without one), and (with `device`) its numerics fit that device and `threads`; else None."""
     info = record(entry)
-    return info if info is not None and info.get("teacher") == teacher else None
+    if info is None or info.get("teacher") != teacher:
+        return None
+    return info if device is None or other_numerics(info.get("numerics"), device, threads) is None else None
 
 
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -154,9 +206,11 @@ def adopt(out: Path, entry: Path, files: list[str], meta: dict) -> None:
             meta)
 
 
-def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | None = None) -> int:
+def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | None = None, device=None,
+            threads: int | None = None) -> int:
     """The entry's files into `out` (copies): 0 when restored, NOT_STORED without an entry for `teacher`
-    (the checkpoint_digest of the student's teacher, None without one), FAILED for a failed run."""
+    (the checkpoint_digest of the student's teacher, None without one) or, with `device` (see other_numerics),
+    for an entry computed with other numerics; FAILED for a failed run."""
     entry, out = Path(entry), Path(out)
     info = record(entry)
     if info is None:
@@ -164,6 +218,9 @@ def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | Non
     if info.get("teacher") != teacher:
         print(f"{stamp()} the run stored in {entry} was distilled from another teacher (checkpoint digest "
               f"{info.get('teacher')}; this job's teacher has {teacher}): not restored", file=sys.stderr, flush=True)
+        return NOT_STORED
+    if device is not None and (why := other_numerics(info.get("numerics"), device, threads)):
+        print(f"{stamp()} the run stored in {entry} is not restored: {why}", file=sys.stderr, flush=True)
         return NOT_STORED
     if info["status"] == "failed":
         print(f"{stamp()} error: {info['error']} (in {info.get('job') or 'a group job'}); the entry "
@@ -191,14 +248,23 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("restore", help="restore a stored student into its output folder, else run COMMAND",
-                       usage="python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [-- COMMAND ...]")
+                       usage="python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [--threads N --gpu G] "
+                             "[-- COMMAND ...]")
     r.add_argument("entry", help="the student's entry folder (entry_dir)")
     r.add_argument("--out", required=True, help="the student's output folder")
     r.add_argument("--teacher", help="the student's teacher checkpoint: restored only if the entry was distilled "
                                      "from a checkpoint with the same content")
+    r.add_argument("--threads", type=int, help="the training command's CPU threads: an entry computed on the CPU "
+                                               "with another count is not restored when this job trains on the CPU")
+    r.add_argument("--gpu", type=int, default=0, help="GPUs granted to the training command (0: CPU)")
     args = p.parse_args(argv)
     teacher = checkpoint_digest(args.teacher) if args.teacher and record(args.entry) else None  # only if needed
-    status = restore(args.entry, args.out, teacher)
+    device = None
+    if args.threads is not None:  # the training command's device, known only by importing torch: asked if needed
+        from .jobenv import granted_device
+
+        device = (lambda: granted_device(args.gpu)) if args.gpu else "cpu"
+    status = restore(args.entry, args.out, teacher, device, args.threads)
     if status == NOT_STORED and command:
         print(f"{stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
               flush=True)

@@ -43,7 +43,7 @@ from .members import (build_member, checkpoint_dict, load_shared_teacher, model_
                       shared_teacher_forward)
 from .models import atomic_save, create_model, load_checkpoint, state_dict_of
 from .runtime import log, make_runtime, run_header, seed_everything
-from .store import job_key
+from .store import job_key, tuned
 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
@@ -116,20 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", help="resume-state file, outside the outputs")
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    # Tuning that changes no number but the CPU's (distdyn.store.TUNING): not in the rules' params, so that
+    # changing it re-runs nothing; the CPU thread count is recorded with a run's resume state instead.
     p.add_argument("--threads", type=int, help="CPU threads (default: the spec's train.threads)")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the spec's data.num_workers)")
+    p.add_argument("--data-root", help="the data folder (default: the spec's data.root)")
     args = p.parse_args(argv)
+    data = {"root": args.data_root, "num_workers": args.num_workers}
     if (args.group is None) == (args.spec is None) or (args.spec is not None and args.out is None):
         p.error("give --spec and --out, or --group")
     try:
         if args.group is not None:
             members = read_spec(args.group)
             run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,
-                      device=args.device, threads=args.threads)
+                      device=args.device, threads=args.threads, data=data)
             return 0
         spec = read_spec(args.spec)
-        params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it, before --threads
-        if args.threads:
-            spec["train"]["threads"] = args.threads
+        params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it
+        spec = tuned(spec, args.threads, **data)
         run(spec, args.out, teacher_path=args.teacher, resume_path=args.resume,
             gpu=args.gpu, device=args.device, code=args.code, key_spec=params_spec)
     except NonFiniteLossError as e:
