@@ -1,6 +1,7 @@
 """A training job killed mid-run resumes from its saved state and ends where an uninterrupted run ends."""
 import copy
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -264,3 +265,33 @@ def test_cpu_resume_with_another_thread_count_starts_over(fashion_setup):
     err = rerun.communicate(timeout=60)[1]
     assert "it was computed with 1 CPU threads, this job has 2" in err and "resuming from" not in err, err[-2000:]
     assert [l["epoch"] for l in log_lines(log)] == [1]  # resumed, its first write would hold 1, 2, 3
+
+
+@pytest.mark.slow
+def test_tuning_keys_and_a_moved_data_folder_rerun_nothing(tmp_path):
+    """Snakemake's triggers: the rules' params hold no CPU threads, loader workers nor data path (the jobs
+    get those as flags from {threads} and {DATA_FLAGS}, and the code trigger compares the shell command's
+    template, not the formatted command), so after a finished run a moved data folder (the same files) with
+    other workers and threads leaves nothing to do; a real change (the teacher's lr) re-runs the teacher."""
+    import yaml
+
+    from helpers import fake_imagefolder, make_workdir, snakemake
+
+    raw = copy.deepcopy(TINY)
+    raw["data"] = {"source": "imagefolder", "root": "data/a", "img_size": 8, "num_workers": 0}
+    raw["probe"] = {"size": 6}
+    raw["teacher"]["train"]["epochs"] = 1
+    wd = make_workdir(tmp_path / "wd", raw)
+    fake_imagefolder(wd / "data" / "a", per_class=(6, 3), size=(40, 36))
+    targets = ("results/teacher/final.pt", "results/teacher/probe_indices.csv")  # what reads the data's path
+    snakemake(wd, "--cores", "1", *targets)
+    (wd / "data" / "a").rename(wd / "data" / "b")
+    raw["data"].update(root="data/b", num_workers=2)
+    raw["teacher"]["train"]["threads"] = 2
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    dry = snakemake(wd, *targets, "-n", "--cores", "1")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    raw["teacher"]["train"]["lr"] = 0.002
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    dry = snakemake(wd, *targets, "-n", "--cores", "1", "--quiet", "rules")
+    assert re.search(r"^pretrain_teacher\s+1$", dry.stdout, flags=re.M) and "select_probe" not in dry.stdout, dry.stdout
