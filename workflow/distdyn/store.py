@@ -6,17 +6,19 @@ here, outside every rule's outputs:
 
     {store}/{setting}_seed_{seed}/{key}/   the run's files (log.jsonl, epoch_E.pt, final.pt), read-only,
                                            train.log (its own log lines) and entry.json
-    key = job_key(spec, code): the student's spec and the fingerprint of the training code (known when
-          Snakemake plans the jobs); entry.json adds the teacher's checkpoint_digest (known once the
-          teacher is trained), and the entry counts only for that teacher
+    key = job_key(spec, code): the student's spec (without the TUNING keys: threads, loader workers, data
+          path) and the fingerprint of the training code (known when Snakemake plans the jobs);
+          entry.json adds the teacher's checkpoint_digest (known once the teacher is trained), and the
+          entry counts only for that teacher, and the numerics it was computed with (device, CPU threads)
 
 Each student's own job (`distill_student`, outputs at the usual paths) then runs
 
-    python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] -- TRAINING COMMAND ...
+    python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [--threads N --gpu G] -- TRAINING COMMAND ...
 
 which copies the entry's files into DIR (copy_file: a reflink where the filesystem has them) and
 prints the student's log lines (no training, and no torch import, so it takes a fraction of a
-second), or, when there is no entry for this teacher, replaces itself with the training command: the
+second), or, when there is no entry for this teacher (or the entry was computed on the CPU with another
+thread count and this job trains on the CPU), replaces itself with the training command: the
 student trains alone, as without sharing. Outputs and the store never share a file, so an output
 edited in place (a log opened for append, a checkpoint saved over) leaves the stored run intact, and
 deleting the output restores the good file. A student whose training failed
