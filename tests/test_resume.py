@@ -270,9 +270,10 @@ def test_cpu_resume_with_another_thread_count_starts_over(fashion_setup):
 @pytest.mark.slow
 def test_tuning_keys_and_a_moved_data_folder_rerun_nothing(tmp_path):
     """Snakemake's triggers: the rules' params hold no CPU threads, loader workers nor data path (the jobs
-    get those as flags from {threads} and {DATA_FLAGS}, and the code trigger compares the shell command's
-    template, not the formatted command), so after a finished run a moved data folder (the same files) with
-    other workers and threads leaves nothing to do; a real change (the teacher's lr) re-runs the teacher."""
+    get those as flags from {threads} and the environment the Snakefile sets, and the code trigger compares
+    the shell command's template, not the formatted command), so after a finished run a moved data folder
+    (the same files) with other workers and threads leaves nothing to do; a real change (the teacher's lr)
+    re-runs the teacher."""
     import yaml
 
     from helpers import fake_imagefolder, make_workdir, snakemake

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--gpu", type=int, default=0)
     args = p.parse_args(argv)
     # The folder and loader workers are no part of the rules' params (distdyn.store.TUNING): flags.
-    data_cfg = tuned({"data": read_spec(args.data)}, root=args.data_root, num_workers=args.num_workers)["data"]
+    data_cfg = tuned({"data": read_spec(args.data)}, root=args.data_root or None, num_workers=args.num_workers)["data"]
     if args.cmd == "probe":
         write_probe(data_cfg, read_spec(args.probe), args.out)
         return 0

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from pathlib import Path
 
 import yaml
@@ -488,11 +487,13 @@ def run_spec(spec: dict) -> dict:
     return {**out, "data": {**out["data"], "content": data_info(spec["data"]).content}}
 
 
-def data_flags(data_cfg: dict) -> str:
-    """The command-line flags of a job that reads the data: the TUNING keys of data (its folder, the
-    loader workers), formatted into the rules' shell commands, whose template alone Snakemake compares."""
-    flags = f"--num-workers {data_cfg['num_workers']}"
-    return flags + (f" --data-root {shlex.quote(str(data_cfg['root']))}" if data_cfg["root"] is not None else "")
+def data_environment(data_cfg: dict) -> dict[str, str]:
+    """The TUNING keys of data (its folder, the loader workers) as the environment the jobs inherit from the
+    process that plans them: their shell commands pass `--data-root "$DISTDYN_DATA_ROOT" --num-workers
+    $DISTDYN_NUM_WORKERS` (an empty root: the source's default). Neither a param (a rerun trigger) nor a
+    Snakefile variable formatted into the command (which `snakemake --lint` refuses)."""
+    return {"DISTDYN_DATA_ROOT": "" if data_cfg["root"] is None else str(data_cfg["root"]),
+            "DISTDYN_NUM_WORKERS": str(data_cfg["num_workers"])}
 
 
 def _data_and_models(cfg: dict) -> tuple[dict, object, dict]:

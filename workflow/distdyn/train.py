@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the spec's data.num_workers)")
     p.add_argument("--data-root", help="the data folder (default: the spec's data.root)")
     args = p.parse_args(argv)
-    data = {"root": args.data_root, "num_workers": args.num_workers}
+    data = {"root": args.data_root or None, "num_workers": args.num_workers}
     if (args.group is None) == (args.spec is None) or (args.spec is not None and args.out is None):
         p.error("give --spec and --out, or --group")
     try:

@@ -10,14 +10,16 @@ rule select_probe:
         data=as_json(DATA_SPEC),
         probe=as_json(config["probe"]),
     shell:
-        "python -m distdyn.activations probe --data {params.data:q} {DATA_FLAGS} --probe {params.probe:q} "
-        "--out {output} > {log} 2>&1"
+        "python -m distdyn.activations probe --data {params.data:q} "
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS '
+        "--probe {params.probe:q} --out {output} > {log} 2>&1"
 
 
 DUMP_SHELL = (
     "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
     "--checkpoint-labels {params.checkpoints} "
-    "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} {DATA_FLAGS} "
+    "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
+    '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS '
     "--dump {params.dump:q} --probe-file {input.probe} --probe-mode {params.probe_mode} --gpu {resources.gpu} "
     "> {log} 2>&1"
 )

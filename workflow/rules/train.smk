@@ -46,8 +46,8 @@ rule pretrain_teacher:
         resume="results/.resume/teacher.pt",
     shell:
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
-        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} {DATA_FLAGS} "
-        "> {log} 2>&1"
+        "--resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS > {log} 2>&1'
 
 
 rule distill_group:
@@ -74,8 +74,8 @@ rule distill_group:
         launch=launcher(config["student"]["train"]),
     shell:
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
-        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} {DATA_FLAGS} "
-        "> {log} 2>&1"
+        "--store {params.store} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS > {log} 2>&1'
 
 
 rule distill_student:
@@ -109,4 +109,4 @@ rule distill_student:
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} --threads {threads} "
         "--gpu {resources.gpu} -- {params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "{params.teacher} --resume {params.resume} --code {params.code:q} --gpu {resources.gpu} --threads {threads} "
-        "{DATA_FLAGS} > {log} 2>&1"
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS > {log} 2>&1'
