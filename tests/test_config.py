@@ -252,7 +252,7 @@ def test_run_spec_holds_the_data_content_not_its_path_nor_the_tuning_keys(tiny_r
 
     from distdyn import config
 
-    from distdyn.config import data_flags, run_spec, student_spec, teacher_spec
+    from distdyn.config import data_environment, run_spec, student_spec, teacher_spec
     from helpers import fake_fashion
 
     def spec_of(data, workers=0, threads=1):
@@ -273,7 +273,7 @@ def test_run_spec_holds_the_data_content_not_its_path_nor_the_tuning_keys(tiny_r
         moved = tmp_path / f"{source}_moved"
         shutil.copytree(first, moved)
         assert spec_of({"source": source, "root": str(moved)}, workers=3, threads=2)[0] == spec, source
-        assert data_flags(cfg["data"]) == f"--num-workers 0 --data-root {first}"
+        assert data_environment(cfg["data"]) == {"DISTDYN_DATA_ROOT": str(first), "DISTDYN_NUM_WORKERS": "0"}
         if source == "imagefolder":
             shutil.copy(moved / "val/n01/0.JPEG", moved / "val/n01/added.JPEG")
         else:

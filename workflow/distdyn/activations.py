@@ -23,7 +23,7 @@ from .errors import CheckpointError, TableError, cli, first_line, read_table, re
 from .io import atomic_path, read_spec, write_csv
 from .jobenv import granted_device
 from .dumps import ValueRange
-from .store import tuned
+from .schema import tuned
 from .models import block_tokens, build_from_checkpoint, checkpoint_record, forward_with_blocks
 
 # ---------------------------------------------------------------- probe set
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--threads", type=int, default=1)
     pd_.add_argument("--gpu", type=int, default=0)
     args = p.parse_args(argv)
-    # The folder and loader workers are no part of the rules' params (distdyn.store.TUNING): flags.
+    # The folder and loader workers are no part of the rules' params (distdyn.schema.TUNING): flags.
     data_cfg = tuned({"data": read_spec(args.data)}, root=args.data_root or None, num_workers=args.num_workers)["data"]
     if args.cmd == "probe":
         write_probe(data_cfg, read_spec(args.probe), args.out)

@@ -17,8 +17,7 @@ import yaml
 
 from .errors import DistdynError, cli
 from .io import write_text
-from .schema import read_schema
-from .store import key_view
+from .schema import key_view, read_schema
 
 FIRST_LAST = {"first": ("first",), "last": ("last",), "first_last": ("first", "last")}
 
@@ -480,7 +479,7 @@ def _folder_stamp(data_cfg: dict) -> list | None:
 
 def run_spec(spec: dict) -> dict:
     """A job's spec as the rules pass it (params.spec, a rerun trigger) and as its key hashes it: without the
-    keys that change no result (distdyn.store.TUNING: CPU threads, loader workers, the data's path), which
+    keys that change no result (distdyn.schema.TUNING: CPU threads, loader workers, the data's path), which
     the job gets on its command line (data_flags, --threads), and with the data's content digest in place of
     its path: a new mount point or worker count re-runs nothing and keeps a killed run's resume state."""
     out = key_view(spec)

@@ -12,8 +12,8 @@ from .io import write_text
 from .hashing import checkpoint_digest
 from .members import Member, build_member, load_shared_teacher, reads_teacher, shared_teacher_forward
 from .runtime import log, make_runtime, run_header, seed_everything
-from .store import (adopt, entry_dir, job_key, numerics, publish, publish_failure, read as read_entry, staging_dir,
-                    tuned)
+from .schema import tuned
+from .store import adopt, entry_dir, job_key, numerics, publish, publish_failure, read as read_entry, staging_dir
 
 
 STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal for the members of a group
@@ -32,7 +32,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
     train in a staging folder of the store and are published there when done.
     Returns {setting: status} (trained, stored, adopted, failed), which each member's `ready` file
     receives as JSON at the end (the group rule's outputs). `threads` and `data` (root, num_workers: the
-    job's command line) replace the specs' own (distdyn.store.TUNING: no part of a key); a member stored
+    job's command line) replace the specs' own (distdyn.schema.TUNING: no part of a key); a member stored
     from a CPU run with another thread count is trained again.
     """
     specs = [m["spec"] for m in members]

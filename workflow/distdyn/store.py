@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 
 from .hashing import checkpoint_digest, config_hash
+from .schema import key_view
 from .jobenv import stamp
 
 ENTRY = "entry.json"
@@ -49,34 +50,6 @@ NOT_STORED, FAILED = 1, 3  # exit statuses of `restore` without a training comma
 
 # linux/fs.h FICLONE: the destination shares the source's blocks until either is written (copy-on-write)
 FICLONE = 0x40049409
-
-
-# Keys of a spec that change how fast a job runs or where it reads its data, not what it computes: no part
-# of a run's key, nor of the spec the rules pass as params (a rerun trigger). The workflow's specs hold the
-# data's content digest (data.content) instead of its path; the job gets these on its command line. The CPU
-# thread count does change the numbers: resume states and store entries record it (numerics).
-TUNING = {"train": ("threads",), "data": ("num_workers", "root")}
-
-
-def key_view(spec: dict) -> dict:
-    """`spec` without its TUNING keys."""
-    return {k: {kk: vv for kk, vv in v.items() if kk not in TUNING[k]} if k in TUNING and isinstance(v, dict) else v
-            for k, v in spec.items()}
-
-
-def tuned(spec: dict, threads: int | None = None, root: str | None = None, num_workers: int | None = None) -> dict:
-    """A job's spec: the one of its params (which lacks the TUNING keys) with the values of its command line,
-    else its own, else the schema's defaults. Either section may be absent (a data config alone: {"data": ...})."""
-    from .schema import schema_default
-
-    given = {"train": {"threads": threads}, "data": {"root": root, "num_workers": num_workers}}
-    out = dict(spec)
-    for section, keys in TUNING.items():
-        if section in spec:
-            out[section] = {**{k: schema_default(f"{'student.' if section == 'train' else ''}{section}.{k}")
-                               for k in keys}, **spec[section],
-                            **{k: v for k, v in given[section].items() if v is not None}}
-    return out
 
 
 def job_key(spec: dict, code: str | None, weights: str | None = None) -> str:

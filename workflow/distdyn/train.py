@@ -43,7 +43,8 @@ from .members import (build_member, checkpoint_dict, load_shared_teacher, model_
                       shared_teacher_forward)
 from .models import atomic_save, create_model, load_checkpoint, state_dict_of
 from .runtime import log, make_runtime, run_header, seed_everything
-from .store import job_key, tuned
+from .schema import tuned
+from .store import job_key
 
 
 def run(spec: dict, out_dir: str | Path, *, teacher_path: str | None = None, resume_path: str | None = None,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", help="resume-state file, outside the outputs")
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    # Tuning that changes no number but the CPU's (distdyn.store.TUNING): not in the rules' params, so that
+    # Tuning that changes no number but the CPU's (distdyn.schema.TUNING): not in the rules' params, so that
     # changing it re-runs nothing; the CPU thread count is recorded with a run's resume state instead.
     p.add_argument("--threads", type=int, help="CPU threads (default: the spec's train.threads)")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the spec's data.num_workers)")
