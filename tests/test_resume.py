@@ -226,9 +226,10 @@ def _job(spec, out, resume, root, workers=0, threads=1):
 
 
 @pytest.mark.slow
-def test_resume_keeps_its_state_with_other_workers_and_a_moved_data_folder(fashion_setup):
+def test_resume_keeps_its_state_with_other_workers_and_a_moved_data_folder_not_other_threads(fashion_setup):
     """A run killed after two epochs, whose data folder then moves (a new mount point) and whose loader
-    workers change, resumes and ends with the uninterrupted run's weights, bit for bit."""
+    workers change, resumes and ends with the uninterrupted run's weights, bit for bit; rerun with another
+    CPU thread count, which changes CPU numbers, it starts over."""
     spec, tmp = fashion_setup
     out, state = tmp / "moved", tmp / "moved_state" / "state.pt"
     assert _kill_after(_job(spec, out, state, tmp / "mount_a"), out / "log.jsonl", 2, signal.SIGKILL) != 0
@@ -246,12 +247,7 @@ def test_resume_keeps_its_state_with_other_workers_and_a_moved_data_folder(fashi
     for f in ("epoch_2.pt", "epoch_4.pt", "final.pt"):
         assert same_weights(out / f, tmp / "reference" / f), f
     assert log_lines(out / "log.jsonl", drop=TIMING) == log_lines(tmp / "reference" / "log.jsonl", drop=TIMING)
-
-
-@pytest.mark.slow
-def test_cpu_resume_with_another_thread_count_starts_over(fashion_setup):
-    """The same run killed after two epochs and rerun with 2 CPU threads starts from epoch 1."""
-    spec, tmp = fashion_setup
+    # The same run killed after two epochs and rerun with 2 CPU threads starts from epoch 1.
     out, state = tmp / "threads", tmp / "threads_state" / "state.pt"
     assert _kill_after(_job(spec, out, state, tmp / "mount_a"), out / "log.jsonl", 2, signal.SIGKILL) != 0
     for p in out.glob("*"):
