@@ -56,10 +56,10 @@ def tuned(spec: dict, threads: int | None = None, root: str | None = None, num_w
     """A job's spec: the one of its params (which lacks the TUNING keys) with the values of its command line,
     else its own, else the schema's defaults. Either section may be absent (a data config alone: {"data": ...})."""
     given = {"train": {"threads": threads}, "data": {"root": root, "num_workers": num_workers}}
+    home = {"train": "student.train", "data": "data"}  # where the schema keeps a section's defaults
     out = dict(spec)
     for section, keys in TUNING.items():
         if section in spec:
-            out[section] = {**{k: schema_default(f"{'student.' if section == 'train' else ''}{section}.{k}")
-                               for k in keys}, **spec[section],
+            out[section] = {**{k: schema_default(f"{home[section]}.{k}") for k in keys}, **spec[section],
                             **{k: v for k, v in given[section].items() if v is not None}}
     return out
