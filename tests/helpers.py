@@ -121,8 +121,10 @@ def command_argv(command: str) -> list[str]:
 
 
 def run_command(workdir: Path, command: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """A documented snakemake command (with `extra` arguments) run in workdir; its status is not checked."""
-    return subprocess.run([*command_argv(command), *extra], cwd=workdir, env=job_env(), capture_output=True,
+    """A documented snakemake command (with `extra` arguments) run in workdir; its status is not checked.
+    `extra` goes first: after the command's words it would join a list (--configfile a b) or the targets (`--`)."""
+    python, m, snakemake, *words = command_argv(command)
+    return subprocess.run([python, m, snakemake, *extra, *words], cwd=workdir, env=job_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 

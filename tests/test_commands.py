@@ -107,3 +107,27 @@ def test_paper_preset_plans_eight_students_on_eight_gpus(workdir):
     assert out.count("rule fetch_weights:") == 1
     assert re.search(r"torch\.distributed\.run --standalone --nproc_per_node=8 -m distdyn\.train", out)
     assert "gpu=8" in out.replace(" ", "")
+
+
+def _planned(out: str) -> dict[str, int]:
+    """A dry run's job stats table: {rule: count}."""
+    table = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table[:table.index("\ntotal")], flags=re.M)}
+
+
+def test_one_output_of_a_preset_run(dry_runs):
+    """docs/presets.md's and the preset header's commands for one output (the target before the options, or
+    after `--configfiles ... --`), as written: both config files are read and only that output's jobs planned."""
+    target = "results/figures/teacher_entropy.png"
+    runs = {(w, c): p for (w, c), p in dry_runs.items() if target in c}
+    assert {w for w, _ in runs} == {"docs/presets.md", "presets/imagenet_paper.yaml"}
+    assert any("--configfiles" in c and c.endswith(f"-- {target}") for _, c in runs)
+    assert any(c.startswith(f"snakemake {target} ") for _, c in runs)
+    for (where, command), proc in runs.items():
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{where}: {command}\n{out[-3000:]}"
+        # both files read as config files (the second's data.root is where the data is)
+        assert re.search(r"Config file\(s\):.*imagenet_paper\.yaml.*imagenet_paths\.yaml", out), out[:3000]
+        jobs = _planned(out)
+        assert jobs["plot"] == 1 and jobs["pretrain_teacher"] == 1, (command, jobs)
+        assert not {"all", "claims", "phases"} & set(jobs), (command, jobs)  # not the whole study

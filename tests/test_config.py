@@ -244,3 +244,46 @@ def test_imagefolder_description_is_kept_on_disk_until_a_class_folder_changes(tm
     (tmp_path / "f/val/n01/extra.JPEG").write_bytes((tmp_path / "f/val/n01/0.JPEG").read_bytes())
     config._DATA_INFO.clear()
     assert config.data_info(cfg["data"]).val_size == first.val_size + 1 and len(walks) == 2
+
+
+def test_run_spec_holds_the_data_content_not_its_path_nor_the_tuning_keys(tiny_raw, tmp_path, monkeypatch):
+    """The specs the rules pass (params, hashed into a run's key) leave out CPU threads, loader workers and
+    the data's path, and hold the data's content digest: the same for a moved copy of the files, another
+    when the data changes (a file's content for Fashion-MNIST; a file added to an ImageFolder, whose digest is
+    of its listing, kept on disk until a class folder changes)."""
+    import shutil
+
+    from distdyn import config
+
+    from distdyn.config import data_environment, run_spec, student_spec, teacher_spec
+    from helpers import fake_fashion
+
+    def spec_of(data, workers=0, threads=1):
+        raw = copy.deepcopy(tiny_raw)
+        raw["data"], raw["probe"] = {**data, "img_size": 8, "num_workers": workers}, {"size": 3}
+        raw["student"]["train"]["threads"] = threads
+        cfg = load_config(raw)
+        return run_spec(student_spec(cfg, "logit", 0)), cfg
+
+    monkeypatch.chdir(tmp_path)  # the ImageFolder's description is kept under results/.cache
+    fake_fashion(tmp_path / "f1", train=20, test=10)
+    fake_imagefolder(tmp_path / "i1", per_class=(2, 1), size=(40, 36))
+    for source, first in (("fashion_mnist", tmp_path / "f1"), ("imagefolder", tmp_path / "i1")):
+        spec, cfg = spec_of({"source": source, "root": str(first)})
+        assert "root" not in spec["data"] and "num_workers" not in spec["data"] and "threads" not in spec["train"]
+        assert spec["data"]["content"].startswith("sha256:" if source == "fashion_mnist" else "listing:")
+        assert run_spec(teacher_spec(cfg))["data"] == spec["data"]
+        moved = tmp_path / f"{source}_moved"
+        shutil.copytree(first, moved)
+        assert spec_of({"source": source, "root": str(moved)}, workers=3, threads=2)[0] == spec, source
+        assert data_environment(cfg["data"]) == {"DISTDYN_DATA_ROOT": str(first), "DISTDYN_NUM_WORKERS": "0"}
+        if source == "imagefolder":
+            shutil.copy(moved / "val/n01/0.JPEG", moved / "val/n01/added.JPEG")
+        else:
+            changed = moved / "train-labels-idx1-ubyte.gz"
+            changed.write_bytes(changed.read_bytes() + b"x")
+        config._DATA_INFO.clear()  # a new process
+        assert spec_of({"source": source, "root": str(moved)}, workers=3, threads=2)[0]["data"]["content"] \
+            != spec["data"]["content"], source
+    digits = spec_of({"source": "digits"})[0]
+    assert digits["data"]["content"] is None  # the config alone determines bundled and synthetic data

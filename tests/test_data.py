@@ -4,7 +4,7 @@ import torch
 
 from distdyn.config import validate_schema
 from distdyn.data import DataError, balanced_subset, describe, load_tensor_splits, probe_indices, tensor_batches
-from helpers import fake_cifar10, fake_fashion
+from helpers import fake_cifar10, fake_fashion, fake_imagefolder
 
 
 def data_cfg(**kw):
@@ -66,6 +66,35 @@ def test_imagefolder_describe(tmp_path):
                 Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(d / f"{i}.png")
     info = describe(data_cfg(source="imagefolder", root=str(tmp_path), img_size=32))
     assert (info.num_classes, info.train_size, info.val_size, info.in_chans) == (2, 6, 4, 3)
+
+
+def test_imagefolder_subsets_are_fixed_seeded_and_class_balanced(tmp_path):
+    """data.train_subset / val_subset cut an ImageFolder as they cut the in-memory sources: a class-balanced
+    choice seeded by split_seed, in file order, the same on every read; describe() gives the sizes that the
+    training batches and the evaluation then have."""
+    from distdyn.batches import Batches
+    from distdyn.data import image_folder
+    from distdyn.runtime import Runtime
+
+    root = fake_imagefolder(tmp_path, classes=("a", "b", "c"), per_class=(6, 4), size=(40, 36))
+    cfg = data_cfg(source="imagefolder", root=str(root), img_size=16, train_subset=7, val_subset=5)
+    info = describe(cfg)
+    assert (info.train_size, info.val_size) == (7, 5)
+    train, val = image_folder(cfg, True, 16), image_folder(cfg, False, 16)
+    assert (len(train), len(val)) == (7, 5) and len(train.classes) == 3
+    assert np.bincount(train.targets).tolist() == [3, 2, 2] and np.bincount(val.targets).tolist() == [2, 2, 1]
+    assert [s for s in train.samples] == sorted(train.samples)  # file order kept
+    full = image_folder({**cfg, "train_subset": None}, True, 16)
+    want = balanced_subset(np.asarray(full.targets), 7, cfg["split_seed"])
+    assert train.samples == [full.samples[i] for i in want]  # the in-memory sources' choice
+    assert image_folder(cfg, True, 16).samples == train.samples  # fixed
+    assert image_folder({**cfg, "split_seed": 1}, True, 16).samples != train.samples  # seeded
+    train_cfg = {"batch_size": 7, "eval_batch_size": 2}
+    batches = Batches(cfg, train_cfg, Runtime(torch.device("cpu")))
+    assert sum(len(y) for _, y in batches.train(torch.Generator().manual_seed(0), 1)) == info.train_size
+    assert sum(len(y) for _, y in batches.val()) == info.val_size
+    big = data_cfg(source="imagefolder", root=str(root), img_size=16, train_subset=100, val_subset=100)
+    assert (describe(big).train_size, len(image_folder(big, False, 16))) == (18, 12)  # at most the whole split
 
 
 def test_synthetic_shapes_and_labels():

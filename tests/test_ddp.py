@@ -7,13 +7,12 @@ import pytest
 
 from distdyn import train
 from distdyn.config import student_spec
-from helpers import ROOT, assert_close_weights, fake_imagefolder, log_lines, package_env, train_teacher
+from helpers import ROOT, TINY, assert_close_weights, fake_imagefolder, log_lines, package_env, train_teacher
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    """`python -m distdyn.train ARGS` as two gloo processes; it must succeed."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "distdyn.train",
-           *args]
+def _torchrun(*args: str, program: tuple[str, ...] = ("-m", "distdyn.train")) -> subprocess.CompletedProcess:
+    """`python -m distdyn.train ARGS` (or another `program`) as two gloo processes; it must succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *program, *args]
     proc = subprocess.run(cmd, env=package_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -78,3 +77,78 @@ def test_two_process_ddp_group_matches_one_process(tiny_cfg, tmp_path):
         la, lb = log_lines(tmp_path / "single" / n / "log.jsonl"), log_lines(tmp_path / "ddp" / n / "log.jsonl")
         assert [round(l["train_loss"], 4) for l in la] == [round(l["train_loss"], 4) for l in lb]
         assert [l["test_acc1"] for l in la] == [l["test_acc1"] for l in lb]
+
+
+def _evaluate_shard(data: dict, train_cfg: dict) -> dict:
+    """This process's evaluation of a fixed linear classifier (seeded: the same on every rank) on the
+    validation split, and a fingerprint (pixel sum) of each image the model saw, in the order it saw them."""
+    import torch
+    from torch import nn
+
+    from distdyn.batches import Batches
+    from distdyn.engine import evaluate
+    from distdyn.runtime import make_runtime
+
+    rt = make_runtime(train_cfg, 0, "cpu")
+    batches = Batches(data, train_cfg, rt)
+    x0, _ = next(iter(batches.val()))
+    torch.manual_seed(0)
+    linear = nn.Linear(x0[0].numel(), batches.num_classes)
+    seen = []
+
+    def model(x):
+        seen.append(x.flatten(1).double().sum(1))
+        return linear(x.flatten(1))
+
+    model.eval = lambda: None
+    metrics, correct = evaluate(model, batches.val(), rt)
+    return {"metrics": metrics, "correct": correct.tolist(), "seen": torch.cat(seen).tolist(), "rank": rt.rank,
+            "shard": [batches.val_shard().start, batches.val_shard().stop]}
+
+
+def _sharded_eval_cases(tmp_path):
+    """In-memory tensors and an ImageFolder, each with an odd-sized validation split (uneven shards), more
+    classes than 5 (a real top-5) and an evaluation batch size that leaves a short last batch."""
+    from distdyn.config import load_config
+
+    synthetic = {"source": "synthetic", "val_fraction": 0.3,
+                 "synthetic": {"num_classes": 7, "size": 70, "channels": 1, "img_size": 8}}  # 21 val images
+    folder = fake_imagefolder(tmp_path / "folder", classes=tuple(f"n{i:02d}" for i in range(7)), per_class=(1, 1),
+                              size=(40, 36))  # 7 val images
+    train_cfg = {"batch_size": 2, "eval_batch_size": 4}
+    for data in (synthetic, {"source": "imagefolder", "root": str(folder), "img_size": 8}):
+        cfg = load_config({**TINY, "data": data, "probe": {"size": 7},
+                           "student": {**TINY["student"], "train": {**TINY["student"]["train"], **train_cfg}}})
+        yield cfg["data"], cfg["student"]["train"]
+
+
+def test_sharded_evaluation_equals_one_process(tmp_path):
+    """Two gloo processes each evaluate a contiguous shard of an odd-sized validation split (11 + 10 and
+    4 + 3 images); the summed counts give one process's accuracies exactly, the gathered correctness is
+    one process's in the split's order, and each rank's model saw its shard's images only."""
+    cases = list(_sharded_eval_cases(tmp_path))
+    _torchrun(json.dumps(cases), str(tmp_path / "ddp"), program=(__file__,))  # one launch for both cases
+    for i, (data, train_cfg) in enumerate(cases):
+        one = _evaluate_shard(data, train_cfg)
+        ranks = [json.loads((tmp_path / "ddp" / f"{i}_rank_{r}.json").read_text()) for r in range(2)]
+        n, what = len(one["correct"]), data["source"]
+        assert n % 2 == 1 and ranks[0]["shard"] == [0, n // 2 + 1] and ranks[1]["shard"] == [n // 2 + 1, n]
+        for r in ranks:
+            assert r["metrics"]["test_acc1"] == one["metrics"]["test_acc1"], what
+            assert r["metrics"]["test_acc5"] == one["metrics"]["test_acc5"], what
+            assert r["metrics"]["test_loss"] == pytest.approx(one["metrics"]["test_loss"], rel=1e-12), what
+            assert r["correct"] == one["correct"], what
+            start, stop = r["shard"]
+            assert r["seen"] == one["seen"][start:stop], f"{what}: rank {r['rank']} saw other images than its shard"
+        if what == "synthetic":  # the counts and the order are tested on a model neither always right nor wrong
+            assert 0 < sum(one["correct"]) < n and one["metrics"]["test_acc1"] < one["metrics"]["test_acc5"] < 100
+
+
+if __name__ == "__main__":  # a rank of test_sharded_evaluation_equals_one_process, under torchrun
+    from pathlib import Path
+
+    out = Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (data, train_cfg) in enumerate(json.loads(sys.argv[1])):
+        result = _evaluate_shard(data, train_cfg)
+        (out / f"{i}_rank_{result['rank']}.json").write_text(json.dumps(result))

@@ -1,6 +1,7 @@
 """A training job killed mid-run resumes from its saved state and ends where an uninterrupted run ends."""
 import copy
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from distdyn import train
 from distdyn.config import load_config, student_spec
 from distdyn.resume import Resume
-from helpers import TINY, log_lines, package_env, same_weights, train_teacher
+from helpers import TIMING, TINY, log_lines, package_env, same_weights, train_teacher
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,133 @@ def test_killed_group_job_resumes_every_member_to_identical_weights(group_setup,
         lines, ref = log_lines(out / "log.jsonl"), log_lines(reference / "log.jsonl")
         assert [(l["train_loss"], l["test_acc1"]) for l in lines] == [(l["train_loss"], l["test_acc1"]) for l in ref]
         assert not (run / "resume" / f"{name}.pt").exists()  # cleared once published
+
+
+def test_cpu_resume_state_of_another_thread_count_starts_over(tmp_path, capsys):
+    """The thread count is no part of the key, but it changes CPU numbers: a CPU run resumes only a state
+    saved with its own count; on CUDA any count is accepted."""
+    from distdyn.store import numerics
+
+    state = tmp_path / "state.pt"
+    Resume(str(state), "key", numerics("cpu", 1)).save({"model": {}, "epoch": 1})
+    assert Resume(str(state), "key", numerics("cpu", 1)).load()["numerics"] == {"device": "cpu", "threads": 1}
+    assert Resume(str(state), "key", numerics("cpu", 2)).load() is None
+    err = capsys.readouterr().err
+    assert "is not continued: it was computed with 1 CPU threads, this job has 2" in err and "from scratch" in err
+    assert Resume(str(state), "key", numerics("cuda", 2)).load() is not None
+
+
+def test_store_entry_of_another_cpu_thread_count_is_not_restored(tmp_path, capsys):
+    """`distdyn.store restore --threads N --gpu G`: an entry computed on the CPU with another thread count is
+    not restored into a CPU job (its training command runs instead); into a GPU job, or with the same count, it is."""
+    from distdyn import store
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "final.pt").write_bytes(b"weights")
+    entry = tmp_path / "store" / "logit_seed_0" / "key"
+    entry.parent.mkdir(parents=True)
+    store.publish(staging, entry, ["final.pt"], ["trained"], {"name": "logit", "seed": 0, "key": "key",
+                                                                "teacher": None, "numerics": store.numerics("cpu", 1)})
+    assert store.restore(entry, tmp_path / "a", None, "cpu", 2) == store.NOT_STORED
+    assert "is not restored: it was computed with 1 CPU threads, this job has 2" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "final.pt").exists()
+    assert store.main(["restore", str(entry), "--out", str(tmp_path / "b"), "--threads", "1"]) == 0
+    assert store.main(["restore", str(entry), "--out", str(tmp_path / "c"), "--threads", "2"]) == store.NOT_STORED
+    assert store.restore(entry, tmp_path / "d", None, "cuda", 2) == 0
+    assert store.restore(entry, tmp_path / "e", None, lambda: "cuda", 2) == 0  # a GPU job's device, asked lazily
+    assert all((tmp_path / d / "final.pt").read_bytes() == b"weights" for d in "bde")
+
+
+@pytest.fixture(scope="module")
+def fashion_setup(tmp_path_factory):
+    """A baseline student (no teacher) on Fashion-MNIST files, as the rules run it: its spec without data
+    path, loader workers and threads (run_spec), those as flags; and an uninterrupted reference run."""
+    from distdyn.config import run_spec
+    from helpers import fake_fashion
+
+    tmp = tmp_path_factory.mktemp("tuning")
+    raw = copy.deepcopy(TINY)
+    raw["data"] = {"source": "fashion_mnist", "root": str(fake_fashion(tmp / "mount_a", train=3000, test=100)),
+                   "img_size": 8}
+    raw["student"]["train"].update(epochs=5, checkpoint_every=2)
+    spec = run_spec(student_spec(load_config(raw), "baseline", 0))
+    ref = subprocess.run(_job(spec, tmp / "reference", tmp / "reference_state.pt", tmp / "mount_a"),
+                         env=package_env(), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    return spec, tmp
+
+
+def _job(spec, out, resume, root, workers=0, threads=1):
+    """The training command as the distill_student rule writes it: the spec of its params, tuning as flags."""
+    return [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(out), "--resume",
+            str(resume), "--threads", str(threads), "--num-workers", str(workers), "--data-root", str(root)]
+
+
+@pytest.mark.slow
+def test_resume_keeps_its_state_with_other_workers_and_a_moved_data_folder_not_other_threads(fashion_setup):
+    """A run killed after two epochs, whose data folder then moves (a new mount point) and whose loader
+    workers change, resumes and ends with the uninterrupted run's weights, bit for bit; rerun with another
+    CPU thread count, which changes CPU numbers, it starts over."""
+    spec, tmp = fashion_setup
+    out, state = tmp / "moved", tmp / "moved_state" / "state.pt"
+    assert _kill_after(_job(spec, out, state, tmp / "mount_a"), out / "log.jsonl", 2, signal.SIGKILL) != 0
+    assert state.is_file()
+    (tmp / "mount_a").rename(tmp / "mount_b")
+    try:
+        for p in out.glob("*"):
+            p.unlink()
+        done = subprocess.run(_job(spec, out, state, tmp / "mount_b", workers=2), env=package_env(),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        (tmp / "mount_b").rename(tmp / "mount_a")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    for f in ("epoch_2.pt", "epoch_4.pt", "final.pt"):
+        assert same_weights(out / f, tmp / "reference" / f), f
+    assert log_lines(out / "log.jsonl", drop=TIMING) == log_lines(tmp / "reference" / "log.jsonl", drop=TIMING)
+    # The same run killed after two epochs and rerun with 2 CPU threads starts from epoch 1.
+    out, state = tmp / "threads", tmp / "threads_state" / "state.pt"
+    assert _kill_after(_job(spec, out, state, tmp / "mount_a"), out / "log.jsonl", 2, signal.SIGKILL) != 0
+    for p in out.glob("*"):
+        p.unlink()
+    rerun = subprocess.Popen(_job(spec, out, state, tmp / "mount_a", threads=2), env=package_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, log = time.time() + 120, out / "log.jsonl"
+    while not (log.is_file() and log.read_text().strip()) and rerun.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    rerun.kill()
+    err = rerun.communicate(timeout=60)[1]
+    assert "it was computed with 1 CPU threads, this job has 2" in err and "resuming from" not in err, err[-2000:]
+    assert [l["epoch"] for l in log_lines(log)] == [1]  # resumed, its first write would hold 1, 2, 3
+
+
+@pytest.mark.slow
+def test_tuning_keys_and_a_moved_data_folder_rerun_nothing(tmp_path):
+    """Snakemake's triggers: the rules' params hold no CPU threads, loader workers nor data path (the jobs
+    get those as flags from {threads} and the environment the Snakefile sets, and the code trigger compares
+    the shell command's template, not the formatted command), so after a finished run a moved data folder
+    (the same files) with other workers and threads leaves nothing to do; a real change (the teacher's lr)
+    re-runs the teacher."""
+    import yaml
+
+    from helpers import fake_imagefolder, make_workdir, snakemake
+
+    raw = copy.deepcopy(TINY)
+    raw["data"] = {"source": "imagefolder", "root": "data/a", "img_size": 8, "num_workers": 0}
+    raw["probe"] = {"size": 6}
+    raw["teacher"]["train"]["epochs"] = 1
+    wd = make_workdir(tmp_path / "wd", raw)
+    fake_imagefolder(wd / "data" / "a", per_class=(6, 3), size=(40, 36))
+    targets = ("results/teacher/final.pt", "results/teacher/probe_indices.csv")  # what reads the data's path
+    snakemake(wd, "--cores", "1", *targets)
+    (wd / "data" / "a").rename(wd / "data" / "b")
+    raw["data"].update(root="data/b", num_workers=2)
+    raw["teacher"]["train"]["threads"] = 2
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    dry = snakemake(wd, *targets, "-n", "--cores", "1")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    raw["teacher"]["train"]["lr"] = 0.002
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    dry = snakemake(wd, *targets, "-n", "--cores", "1", "--quiet", "rules")
+    assert re.search(r"^pretrain_teacher\s+1$", dry.stdout, flags=re.M) and "select_probe" not in dry.stdout, dry.stdout

@@ -23,6 +23,7 @@ from .errors import CheckpointError, TableError, cli, first_line, read_table, re
 from .io import atomic_path, read_spec, write_csv
 from .jobenv import granted_device, stamp, visible_gpus
 from .dumps import ValueRange
+from .schema import tuned
 from .models import block_tokens, build_from_checkpoint, checkpoint_record, forward_with_blocks
 
 # ---------------------------------------------------------------- probe set
@@ -187,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("probe", help="choose the probe set")
     pp.add_argument("--data", required=True, help="data config (JSON or file)")
+    pp.add_argument("--data-root", help="the data folder (default: the config's data.root)")
+    pp.add_argument("--num-workers", type=int, help="(accepted as the training jobs' flag; the probe reads no images)")
     pp.add_argument("--probe", required=True, help="probe config (JSON or file)")
     pp.add_argument("--out", required=True)
     pd_ = sub.add_parser("dump", help="dump one or more checkpoints")
     pd_.add_argument("checkpoints", nargs="+")
     pd_.add_argument("--out", nargs="+", required=True, help="one HDF5 path per checkpoint")
     pd_.add_argument("--data", required=True)
+    pd_.add_argument("--data-root", help="the data folder (default: the config's data.root)")
+    pd_.add_argument("--num-workers", type=int, help="(accepted as the training jobs' flag; dumps read in the process)")
     pd_.add_argument("--probe-file", required=True)
     pd_.add_argument("--probe-mode", default="balanced", choices=["balanced", "authors"],
                      help="probe.mode: authors reads an ImageFolder through the authors' analysis transform")
@@ -205,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     pd_.add_argument("--threads", type=int, default=1)
     pd_.add_argument("--gpu", type=int, default=0)
     args = p.parse_args(argv)
+    # The folder and loader workers are no part of the rules' params (distdyn.schema.TUNING): flags.
+    data_cfg = tuned({"data": read_spec(args.data)}, root=args.data_root or None, num_workers=args.num_workers)["data"]
     if args.cmd == "probe":
-        write_probe(read_spec(args.data), read_spec(args.probe), args.out)
+        write_probe(data_cfg, read_spec(args.probe), args.out)
         return 0
     labels = args.checkpoint_labels or ["final"] * len(args.checkpoints)
     if not len(args.checkpoints) == len(args.out) == len(args.model_names) == len(labels):
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{stamp()} dumping on {device}{visible_gpus()}", file=sys.stderr, flush=True)
     opts = read_spec(args.dump)
     for ckpt, out, name, label in zip(args.checkpoints, args.out, args.model_names, labels):
-        dump(ckpt, out, data_cfg=read_spec(args.data), probe_file=args.probe_file,
+        dump(ckpt, out, data_cfg=data_cfg, probe_file=args.probe_file,
              meta={"model": name, "role": args.role, "setting": args.setting, "seed": args.seed,
                    "checkpoint": label},
              dtype=opts.get("dtype", "float32"), compression=opts.get("compression", "lzf"),

@@ -54,11 +54,25 @@ class Batches:
                             generator=torch.Generator().manual_seed(seed + epoch))
         yield from loader
 
-    def val(self):
-        bs = self.train_cfg["eval_batch_size"]
-        if self.in_memory:
-            yield from tensor_batches(self.val_set, bs)
-            return
-        from torch.utils.data import DataLoader
+    def val_shard(self) -> range:
+        """This rank's part of the validation split: a contiguous range (the first n % world ranks take one
+        image more), so that the ranks' per-image results, gathered in rank order, are in the split's order."""
+        n, rank, world = len(self.val_set), self.rt.rank, self.rt.world
+        base, extra = divmod(n, world)
+        start = rank * base + min(rank, extra)
+        return range(start, start + base + (rank < extra))
 
-        yield from DataLoader(self.val_set, batch_size=bs, shuffle=False, num_workers=self.cfg["num_workers"])
+    def val(self):
+        """This rank's shard of the validation split in order (the whole split for one process)."""
+        bs = self.train_cfg["eval_batch_size"]
+        shard = self.val_shard()
+        if self.in_memory:
+            part = self.val_set
+            if len(shard) != len(part):
+                part = TensorSplit(part.images[shard.start:shard.stop], part.labels[shard.start:shard.stop])
+            yield from tensor_batches(part, bs)
+            return
+        from torch.utils.data import DataLoader, Subset
+
+        part = self.val_set if len(shard) == len(self.val_set) else Subset(self.val_set, shard)
+        yield from DataLoader(part, batch_size=bs, shuffle=False, num_workers=self.cfg["num_workers"])

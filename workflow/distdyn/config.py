@@ -17,7 +17,7 @@ import yaml
 
 from .errors import DistdynError, cli
 from .io import write_text
-from .schema import read_schema
+from .schema import key_view, read_schema
 
 FIRST_LAST = {"first": ("first",), "last": ("last",), "first_last": ("first", "last")}
 
@@ -457,13 +457,15 @@ def data_info(data_cfg: dict):
     An ImageFolder's description walks its whole tree (1.3 M files for ImageNet), and every SLURM job
     parses the Snakefile again: it is kept on disk, keyed by the config and the modification times of
     the class folders (which change when a file is added or removed), so only the first parse walks.
+    Its `content` (data.content_digest) stands for the data in the workflow's specs (run_spec).
     """
     from .data import DataInfo, describe
 
     key = json.dumps(data_cfg, sort_keys=True, default=str)
     if key not in _DATA_INFO:
         stamp = _folder_stamp(data_cfg) if data_cfg["source"] == "imagefolder" else None
-        cached = DATA_INFO_CACHE / f"{hashlib.sha256((key + json.dumps(stamp)).encode()).hexdigest()[:20]}.json"
+        name = hashlib.sha256((key + json.dumps(stamp) + "content").encode()).hexdigest()[:20]  # (with content)
+        cached = DATA_INFO_CACHE / f"{name}.json"
         if stamp is not None and cached.is_file():
             _DATA_INFO[key] = DataInfo(**json.loads(cached.read_text()))
         else:
@@ -481,6 +483,24 @@ def _folder_stamp(data_cfg: dict) -> list | None:
                 + sorted(Path(e.path) for e in os.scandir(root / part) if e.is_dir())]
     except OSError:
         return None  # describe() names what is missing
+
+
+def run_spec(spec: dict) -> dict:
+    """A job's spec as the rules pass it (params.spec, a rerun trigger) and as its key hashes it: without the
+    keys that change no result (distdyn.schema.TUNING: CPU threads, loader workers, the data's path), which
+    the job gets on its command line (data_flags, --threads), and with the data's content digest in place of
+    its path: a new mount point or worker count re-runs nothing and keeps a killed run's resume state."""
+    out = key_view(spec)
+    return {**out, "data": {**out["data"], "content": data_info(spec["data"]).content}}
+
+
+def data_environment(data_cfg: dict) -> dict[str, str]:
+    """The TUNING keys of data (its folder, the loader workers) as the environment the jobs inherit from the
+    process that plans them: their shell commands pass `--data-root "$DISTDYN_DATA_ROOT" --num-workers
+    $DISTDYN_NUM_WORKERS` (an empty root: the source's default). Neither a param (a rerun trigger) nor a
+    Snakefile variable formatted into the command (which `snakemake --lint` refuses)."""
+    return {"DISTDYN_DATA_ROOT": "" if data_cfg["root"] is None else str(data_cfg["root"]),
+            "DISTDYN_NUM_WORKERS": str(data_cfg["num_workers"])}
 
 
 def _data_and_models(cfg: dict) -> tuple[dict, object, dict]:

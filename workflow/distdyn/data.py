@@ -47,6 +47,7 @@ class DataInfo:
     img_size: int
     train_size: int
     val_size: int
+    content: str | None = None  # content_digest: the data's identity in a run's key, in place of its path
 
 
 # ---------------------------------------------------------------- readers
@@ -122,17 +123,21 @@ def _cifar_batch(path: Path, key: bytes, classes: int) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def _cifar(root: Path, fine: bool):
-    key = b"fine_labels" if fine else b"labels"
+def _cifar_files(root: Path, fine: bool) -> tuple[list[Path], list[Path]]:
+    """The training and test files of the CIFAR python-pickle folder in (or at) `root`."""
     folder = root / ("cifar-100-python" if fine else "cifar-10-batches-py")
     if not folder.is_dir():
         folder = root
-    files = (["train"], ["test"]) if fine else ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+    names = (["train"], ["test"]) if fine else ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+    return [folder / n for n in names[0]], [folder / n for n in names[1]]
+
+
+def _cifar(root: Path, fine: bool):
+    key = b"fine_labels" if fine else b"labels"
     out = []
-    for names in files:
+    for paths in _cifar_files(root, fine):
         xs, ys = [], []
-        for name in names:
-            path = folder / name
+        for path in paths:
             if not path.is_file():
                 raise DataError("data.root", f"{path} not found (the CIFAR python-pickle folder)")
             x, y = _cifar_batch(path, key, 100 if fine else 10)
@@ -174,6 +179,47 @@ def _root(cfg: dict) -> Path:
     if not root.is_dir():
         raise DataError("data.root", f"directory {root} does not exist")
     return root
+
+
+def source_files(cfg: dict) -> list[Path]:
+    """The files an in-memory source reads (none for digits and synthetic, whose data the config determines)."""
+    source = cfg["source"]
+    if source == "fashion_mnist":
+        root = _root(cfg)
+        return [_find(root, f"{p}-{kind}-idx{n}-ubyte") for p in ("train", "t10k")
+                for kind, n in (("images", 3), ("labels", 1))]
+    if source in ("cifar10", "cifar100"):
+        train, test = _cifar_files(_root(cfg), source == "cifar100")
+        return train + test
+    return []
+
+
+def _digest_lines(lines) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()[:20]
+
+
+def content_digest(cfg: dict, listing: list[str] | None = None) -> str | None:
+    """What identifies the data a run reads, wherever it lies: the sha256 of the files an in-memory source
+    reads (tens of MB), or of an ImageFolder's `listing` (its files' relative paths and sizes: hashing
+    150 GB of ImageNet is out of the question, so a file rewritten in place with the same size goes
+    unnoticed); None for digits and synthetic data, which the config alone determines."""
+    import hashlib
+
+    if listing is not None:
+        return "listing:" + _digest_lines(sorted(listing))
+    files = source_files(cfg)
+    if not files:
+        return None
+    parts = []
+    for f in files:
+        with open(f, "rb") as fh:
+            parts.append(f"{f.name} {hashlib.file_digest(fh, 'sha256').hexdigest()}")
+    return "sha256:" + _digest_lines(parts)
 
 
 def _read_source(cfg: dict):
@@ -242,10 +288,10 @@ def load_tensor_splits(cfg: dict) -> tuple[TensorSplit, TensorSplit, int]:
     """(train, val, num_classes) for an in-memory source, normalised by train statistics."""
     ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
     if cfg["train_subset"]:
-        idx = balanced_subset(ytr, min(cfg["train_subset"], len(ytr)), cfg["split_seed"])
+        idx = balanced_subset(ytr, min(cfg["train_subset"], len(ytr)), subset_seed(cfg, True))
         xtr, ytr = xtr[idx], ytr[idx]
     if cfg["val_subset"]:
-        idx = balanced_subset(yva, min(cfg["val_subset"], len(yva)), cfg["split_seed"] + 1)
+        idx = balanced_subset(yva, min(cfg["val_subset"], len(yva)), subset_seed(cfg, False))
         xva, yva = xva[idx], yva[idx]
     channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
     mean = torch.from_numpy(xtr.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32))
@@ -292,7 +338,24 @@ def image_folder(cfg: dict, train: bool, img_size: int, eval_transform: str = "d
     else:
         tf = create_transform(img_size, is_training=False, interpolation=EVAL_INTERPOLATION[eval_transform],
                               crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return ImageFolder(str(root), transform=tf)
+    return subset_of(ImageFolder(str(root), transform=tf), cfg, train)
+
+
+def subset_seed(cfg: dict, train: bool) -> int:
+    """The seed of data.train_subset's (split_seed) or data.val_subset's (split_seed + 1) choice."""
+    return cfg["split_seed"] + (0 if train else 1)
+
+
+def subset_of(folder, cfg: dict, train: bool):
+    """`folder` (an ImageFolder) cut to data.train_subset / val_subset images, the class-balanced seeded
+    choice the in-memory sources make (balanced_subset), in file order; unchanged without a subset."""
+    n = cfg["train_subset" if train else "val_subset"]
+    if not n or n >= len(folder.samples):
+        return folder
+    idx = balanced_subset(np.asarray(folder.targets), n, subset_seed(cfg, train))
+    folder.samples = folder.imgs = [folder.samples[i] for i in idx]
+    folder.targets = [s[1] for s in folder.samples]
+    return folder
 
 
 class SeededAugment(torch.utils.data.Dataset):
@@ -334,15 +397,19 @@ def describe(cfg: dict) -> DataInfo:
             if not (root / part).is_dir():
                 raise DataError("data.root", f"{root / part} does not exist (imagefolder needs train/ and val/)")
         classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir())
-        count = lambda p: sum(len(files) for _, _, files in os.walk(root / p))  # noqa: E731
-        n_val = count("val")
-        return DataInfo(len(classes), 3, cfg["img_size"] or 224, count("train"),
-                        min(n_val, cfg["val_subset"] or n_val))
+        listing = {"train": [], "val": []}
+        for part, files in listing.items():
+            for folder, _, names in os.walk(root / part):
+                rel = os.path.relpath(folder, root)
+                files.extend(f"{rel}/{n} {os.stat(os.path.join(folder, n)).st_size}" for n in names)
+        n_tr, n_va = len(listing["train"]), len(listing["val"])  # cut as subset_of cuts the ImageFolders
+        return DataInfo(len(classes), 3, cfg["img_size"] or 224, min(n_tr, cfg["train_subset"] or n_tr),
+                        min(n_va, cfg["val_subset"] or n_va), content_digest(cfg, listing["train"] + listing["val"]))
     ((xtr, ytr), (xva, yva)), k = _cached_arrays(cfg)
     channels = 3 if cfg["grayscale"] == "rgb" else xtr.shape[1]
     n_tr = min(len(ytr), cfg["train_subset"] or len(ytr))
     n_va = min(len(yva), cfg["val_subset"] or len(yva))
-    return DataInfo(k, channels, cfg["img_size"] or xtr.shape[-1], n_tr, n_va)
+    return DataInfo(k, channels, cfg["img_size"] or xtr.shape[-1], n_tr, n_va, content_digest(cfg))
 
 
 # ---------------------------------------------------------------- batching

@@ -33,23 +33,50 @@ def check_finite(terms: dict[str, float], spec: dict, epoch: int) -> None:
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches, rt: Runtime) -> tuple[dict, torch.Tensor]:
     """Top-1/top-5 accuracy (%) and plain CE on the validation split; and each image's top-1 correctness
-    (bool, CPU, in the split's order), which the final checkpoint keeps for McNemar's test of two models."""
+    (bool, CPU, in the split's order), which the final checkpoint keeps for McNemar's test of two models.
+
+    Under DDP `batches` is this rank's contiguous shard (Batches.val): the correct counts and the image
+    count are summed over the ranks as integers (the loss sum in float64) and the correctness gathered in
+    rank order, so the accuracies and the correctness equal one process's exactly.
+    """
     model.eval()
-    n = loss = c1 = c5 = 0.0
+    counts = torch.zeros(3, dtype=torch.int64, device=rt.device)  # top-1 correct, top-5 correct, images
+    loss = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = []
     for x, y in batches:
         x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
         with autocast(rt):
             logits = model(x)
         logits = logits.float()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        loss += F.cross_entropy(logits, y, reduction="sum").double()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct.append(top[:, 0] == y)
-        c1 += correct[-1].sum().item()
-        c5 += (top == y[:, None]).any(dim=1).sum().item()
-        n += len(y)
-    metrics = {"test_loss": loss / n, "test_acc1": 100.0 * c1 / n, "test_acc5": 100.0 * c5 / n}
-    return metrics, torch.cat(correct).cpu()
+        counts[0] += correct[-1].sum()
+        counts[1] += (top == y[:, None]).any(dim=1).sum()
+        counts[2] += len(y)
+    correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool, device=rt.device)
+    if rt.world > 1:
+        torch.distributed.all_reduce(counts)
+        torch.distributed.all_reduce(loss)
+        correct = gather_in_rank_order(correct, rt.world)
+    c1, c5, n = counts.tolist()
+    metrics = {"test_loss": loss.item() / n, "test_acc1": 100.0 * c1 / n, "test_acc5": 100.0 * c5 / n}
+    return metrics, correct.cpu()
+
+
+def gather_in_rank_order(part: torch.Tensor, world: int) -> torch.Tensor:
+    """The ranks' 1-d tensors (of uneven lengths) concatenated in rank order, on every rank."""
+    import torch.distributed as dist
+
+    lengths = [torch.zeros(1, dtype=torch.int64, device=part.device) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([len(part)], dtype=torch.int64, device=part.device))
+    lengths = [int(t) for t in lengths]
+    # all_gather wants equal shapes (and gloo no bools): pad each rank's part to the longest as uint8.
+    padded = torch.zeros(max(lengths), dtype=torch.uint8, device=part.device)
+    padded[:len(part)] = part.to(torch.uint8)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:k] for p, k in zip(parts, lengths)]).to(part.dtype)
 
 
 def teacher_outputs(teacher, x: torch.Tensor, rt: Runtime):

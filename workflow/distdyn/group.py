@@ -12,7 +12,8 @@ from .io import write_text
 from .hashing import checkpoint_digest
 from .members import Member, build_member, load_shared_teacher, reads_teacher, shared_teacher_forward
 from .runtime import log, make_runtime, run_header, seed_everything
-from .store import adopt, entry_dir, job_key, publish, publish_failure, read as read_entry, staging_dir
+from .schema import tuned
+from .store import adopt, entry_dir, job_key, numerics, publish, publish_failure, read as read_entry, staging_dir
 
 
 STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal for the members of a group
@@ -20,7 +21,7 @@ STREAM_KEYS = ("seed", "data", "train")  # what decides a run's batches: equal f
 
 def run_group(members: list[dict], *, teacher_path: str | None = None, store: str | None = None,
               code: str | None = None, gpu: int = 0, device: str = "auto", threads: int | None = None,
-              deadline=None, attempts=None) -> dict:
+              data: dict | None = None, deadline=None, attempts=None) -> dict:
     """Train students that see the same batches (one seed) together: one teacher forward per batch.
 
     `members`: [{"spec": ..., "out": DIR, "resume": PATH, "ready": FILE, "code": TEXT}, ...] (resume, ready
@@ -30,7 +31,10 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
     content digest, hashed once here) or finished in its `out` under the same key is skipped; the others
     train in a staging folder of the store and are published there when done.
     Returns {setting: status} (trained, stored, adopted, failed), which each member's `ready` file
-    receives as JSON at the end (the group rule's outputs). `deadline` and `attempts` as for train.run.
+    receives as JSON at the end (the group rule's outputs). `threads` and `data` (root, num_workers: the
+    job's command line) replace the specs' own (distdyn.schema.TUNING: no part of a key); a member stored
+    from a CPU run with another thread count is trained again. `deadline` and `attempts` as
+    for train.run.
     """
     specs = [m["spec"] for m in members]
     for s in specs[1:]:
@@ -42,21 +46,21 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
     teachers = [digest if reads_teacher(s) else None for s in specs]
     codes = [m.get("code", code) for m in members]  # a member's own: the engine's and its method's fingerprint
     keys = [job_key(s, c, t) for s, c, t in zip(specs, codes, teachers)]
+    for m in members:
+        m["spec"] = tuned(m["spec"], threads, **(data or {}))
+    train_cfg = members[0]["spec"]["train"]
+    rt = make_runtime(train_cfg, gpu, device)
+    runs_on = numerics(rt.device.type, train_cfg["threads"])
     status, todo = {}, []
     for m, key, c, t in zip(members, keys, codes, teachers):
         entry = entry_dir(store, m["spec"], c) if store else None
-        if entry is not None and read_entry(entry, t) is not None:
+        if entry is not None and read_entry(entry, t, runs_on["device"], runs_on.get("threads")) is not None:
             status[m["spec"]["name"]] = "stored"
         elif entry is not None and _finished_in(Path(m["out"]), key, _run_files(m["spec"])):
             status[m["spec"]["name"]] = "adopted"
         else:
             todo.append((m, key, entry))
     teacher_of = {s["name"]: t for s, t in zip(specs, teachers)}
-    if threads:
-        for m, _, _ in todo:
-            m["spec"] = {**m["spec"], "train": {**m["spec"]["train"], "threads": threads}}
-    train_cfg = specs[0]["train"]
-    rt = make_runtime(train_cfg, gpu, device)
     header = (f"students of seed {specs[0]['seed']} sharing one teacher forward: "
               f"{', '.join(m['spec']['name'] for m, _, _ in todo) or 'none to train'}")
     if rt.main:
@@ -72,7 +76,7 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
         torch.set_num_threads(todo[0][0]["spec"]["train"]["threads"])
         gen = seed_everything(specs[0]["seed"])
         img_size = specs[0]["model"].get("overrides", {}).get("img_size")
-        batches = Batches(specs[0]["data"], todo[0][0]["spec"]["train"], rt, img_size)
+        batches = Batches(todo[0][0]["spec"]["data"], todo[0][0]["spec"]["train"], rt, img_size)
         teacher = load_shared_teacher(teacher_path, [m["spec"] for m, _, _ in todo], batches, rt)
         if rt.compile:  # one compiled graph per member's variant of the student, and the teacher's
             from torch import _dynamo
@@ -95,7 +99,8 @@ def run_group(members: list[dict], *, teacher_path: str | None = None, store: st
             if entry is None:
                 return
             meta = {"name": name, "seed": member.spec["seed"], "key": member.job_key,
-                    "teacher": member.weights_digest, "job": f"the group job of seed {member.spec['seed']}"}
+                    "teacher": member.weights_digest, "job": f"the group job of seed {member.spec['seed']}",
+                    "numerics": member.resume.numerics}
             if member.error is not None:
                 publish_failure(entry, str(member.error), member.lines, meta)
             else:

@@ -19,6 +19,7 @@ from .losses import DistillationLoss, needs_teacher
 from .models import build_from_checkpoint, create_model, forward_with_blocks, load_checkpoint, state_dict_of, unwrap
 from .resume import MemberRNG, Resume, RunState
 from .runtime import Runtime, compiled
+from .store import numerics
 
 
 def model_record(spec_model: dict, num_classes: int, in_chans: int) -> dict:
@@ -161,7 +162,8 @@ def build_member(spec: dict, out: Path, resume_path: str | None, rt: Runtime, ba
         criterion = make_criterion(spec, widths).to(rt.device)
     opt, sched = make_optimizer(model, criterion, spec["train"], rt)
     rng = MemberRNG(rt.device)
-    resume = Resume(resume_path, job_key or config_hash(spec))  # resumed only by a run of the same key
+    resume = Resume(resume_path, job_key or config_hash(spec),  # resumed only by a run of the same key and numerics
+                    numerics(rt.device.type, torch.get_num_threads()))
     member = Member(spec, Path(out), resume, model, criterion, opt, sched, None, rng, record, gen.get_state(),
                     RunState(), job_key, weights_digest, prefix)
     if header and rt.main:

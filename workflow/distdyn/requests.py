@@ -95,3 +95,11 @@ def train_request(cfg: dict, role: str, info, students: list[bool] | None = None
         mem = per_node * (res["rank_mem_mb"] + workers * res["worker_mem_mb"] + extra)
     return Request(gpu=res["gpu"] * procs, nodes=nodes, cpus=per_node * (train["threads"] + workers),
                    mem_mb=int(mem), runtime=int(runtime), estimate=estimate, segments=segments, retries=retries)
+
+
+def rank_threads(cpus: int, processes: int, data_cfg: dict) -> int:
+    """Torch threads of each of a job's `processes` on one node, given the node's `cpus` (the rule's threads:
+    processes x (train.threads + loader workers), or fewer where a local run caps them at --cores): each
+    process's share less its loader workers, at least one."""
+    return max(1, cpus // max(processes, 1) - loader_workers(data_cfg))
+

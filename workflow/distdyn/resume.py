@@ -9,7 +9,7 @@ import torch
 
 from .models import atomic_save
 from .runtime import log
-from .store import copy_file
+from .store import copy_file, other_numerics
 
 
 @dataclass
@@ -25,11 +25,14 @@ class Resume:
 
     Epoch checkpoints are copied beside it (copy_file: never a hard link, so an output edited in place
     does not change the kept copy), so Snakemake deleting the outputs of a killed job loses nothing.
+    It records the run's `numerics` (distdyn.store.numerics: device type, CPU threads), which are no part of
+    the key: a CPU run does not continue with another thread count (it starts over).
     """
 
-    def __init__(self, path: str | None, key: str):
+    def __init__(self, path: str | None, key: str, numerics: dict | None = None):
         self.path = Path(path) if path else None
         self.hash = key
+        self.numerics = numerics
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():
@@ -43,12 +46,17 @@ class Resume:
             log(f"resume state {self.path} is stale (it was saved for key {state.get('spec_hash')}, this run's spec, "
                 f"code and weights give {self.hash}); ignored")
             return None
+        if self.numerics and (why := other_numerics(state.get("numerics"), self.numerics["device"],
+                                                    self.numerics.get("threads"))):
+            log(f"resume state {self.path} is not continued: {why}; starting from scratch")
+            return None
         log(f"resuming from {self.path} after epoch {state['epoch']}")
         return state
 
     def save(self, state: dict) -> None:
         if self.path is not None:
-            atomic_save({**state, "spec_hash": self.hash}, self.path)
+            extra = {"numerics": self.numerics} if self.numerics else {}
+            atomic_save({**state, "spec_hash": self.hash, **extra}, self.path)
 
     def keep(self, ckpt: Path) -> None:
         if self.path is not None:

@@ -6,17 +6,19 @@ here, outside every rule's outputs:
 
     {store}/{setting}_seed_{seed}/{key}/   the run's files (log.jsonl, epoch_E.pt, final.pt), read-only,
                                            train.log (its own log lines) and entry.json
-    key = job_key(spec, code): the student's spec and the fingerprint of the training code (known when
-          Snakemake plans the jobs); entry.json adds the teacher's checkpoint_digest (known once the
-          teacher is trained), and the entry counts only for that teacher
+    key = job_key(spec, code): the student's spec (without the TUNING keys: threads, loader workers, data
+          path) and the fingerprint of the training code (known when Snakemake plans the jobs);
+          entry.json adds the teacher's checkpoint_digest (known once the teacher is trained), and the
+          entry counts only for that teacher, and the numerics it was computed with (device, CPU threads)
 
 Each student's own job (`distill_student`, outputs at the usual paths) then runs
 
-    python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] -- TRAINING COMMAND ...
+    python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [--threads N --gpu G] -- TRAINING COMMAND ...
 
 which copies the entry's files into DIR (copy_file: a reflink where the filesystem has them) and
 prints the student's log lines (no training, and no torch import, so it takes a fraction of a
-second), or, when there is no entry for this teacher, replaces itself with the training command: the
+second), or, when there is no entry for this teacher (or the entry was computed on the CPU with another
+thread count and this job trains on the CPU), replaces itself with the training command: the
 student trains alone, as without sharing. Outputs and the store never share a file, so an output
 edited in place (a log opened for append, a checkpoint saved over) leaves the stored run intact, and
 deleting the output restores the good file. A student whose training failed
@@ -37,6 +39,7 @@ import sys
 from pathlib import Path
 
 from .hashing import checkpoint_digest, config_hash
+from .schema import key_view
 from .jobenv import stamp
 
 ENTRY = "entry.json"
@@ -50,10 +53,31 @@ FICLONE = 0x40049409
 
 
 def job_key(spec: dict, code: str | None, weights: str | None = None) -> str:
-    """The hash of everything a training run reads: its job's params (spec, code fingerprint) and the
-    checkpoint_digest of the weights it reads, a student's teacher or a teacher's starting checkpoint (None
-    for a run that reads none, e.g. the no-KD baseline, whose key is then the spec's and code's alone)."""
-    return config_hash({"spec": spec, "code": code, **({"weights": weights} if weights is not None else {})})
+    """The hash of everything a training run reads: its job's params (spec without its TUNING keys, code
+    fingerprint) and the checkpoint_digest of the weights it reads, a student's teacher or a teacher's
+    starting checkpoint (None for a run that reads none, e.g. the no-KD baseline, whose key is then the
+    spec's and code's alone)."""
+    return config_hash({"spec": key_view(spec), "code": code, **({"weights": weights} if weights is not None else {})})
+
+
+def numerics(device: str, threads: int) -> dict:
+    """What, beside its key, decides a run's numbers on this machine: the device type, and on the CPU the
+    thread count (1 and 2 threads differ by ~4e-3 in the weights after 3 epochs); recorded in resume
+    states and store entries."""
+    return {"device": device, **({"threads": int(threads)} if device == "cpu" else {})}
+
+
+def other_numerics(recorded: dict | None, device, threads: int) -> str | None:
+    """Why a run recorded with `recorded` numerics cannot continue in (or be restored into) a job on `device`
+    (a type, or a callable giving it: asked only when it matters) with `threads`: None when it can. Only a
+    CPU run's thread count counts: on CUDA any thread count is accepted, and a run without a record (or
+    saved on another device type, which the RNG state allows) is accepted as it was before the record."""
+    if not recorded or recorded.get("device") != "cpu" or recorded.get("threads") in (None, threads):
+        return None
+    if (device() if callable(device) else device) != "cpu":
+        return None
+    return f"it was computed with {recorded['threads']} CPU threads, this job has {threads} (the CPU's results " \
+           f"depend on the thread count)"
 
 
 def entry_dir(root: str | os.PathLike, spec: dict, code: str | None) -> Path:
@@ -77,11 +101,14 @@ def record(entry: str | os.PathLike) -> dict | None:
     return info
 
 
-def read(entry: str | os.PathLike, teacher: str | None = None) -> dict | None:
+def read(entry: str | os.PathLike, teacher: str | None = None, device: str | None = None,
+         threads: int | None = None) -> dict | None:
     """The entry's record if it is complete and was distilled from `teacher` (a checkpoint_digest; None for
-    a run without one), else None."""
+    a run without one), and (with `device`) its numerics fit that device and `threads`; else None."""
     info = record(entry)
-    return info if info is not None and info.get("teacher") == teacher else None
+    if info is None or info.get("teacher") != teacher:
+        return None
+    return info if device is None or other_numerics(info.get("numerics"), device, threads) is None else None
 
 
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -154,9 +181,11 @@ def adopt(out: Path, entry: Path, files: list[str], meta: dict) -> None:
             meta)
 
 
-def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | None = None) -> int:
+def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | None = None, device=None,
+            threads: int | None = None) -> int:
     """The entry's files into `out` (copies): 0 when restored, NOT_STORED without an entry for `teacher`
-    (the checkpoint_digest of the student's teacher, None without one), FAILED for a failed run."""
+    (the checkpoint_digest of the student's teacher, None without one) or, with `device` (see other_numerics),
+    for an entry computed with other numerics; FAILED for a failed run."""
     entry, out = Path(entry), Path(out)
     info = record(entry)
     if info is None:
@@ -164,6 +193,9 @@ def restore(entry: str | os.PathLike, out: str | os.PathLike, teacher: str | Non
     if info.get("teacher") != teacher:
         print(f"{stamp()} the run stored in {entry} was distilled from another teacher (checkpoint digest "
               f"{info.get('teacher')}; this job's teacher has {teacher}): not restored", file=sys.stderr, flush=True)
+        return NOT_STORED
+    if device is not None and (why := other_numerics(info.get("numerics"), device, threads)):
+        print(f"{stamp()} the run stored in {entry} is not restored: {why}", file=sys.stderr, flush=True)
         return NOT_STORED
     if info["status"] == "failed":
         print(f"{stamp()} error: {info['error']} (in {info.get('job') or 'a group job'}); the entry "
@@ -191,16 +223,25 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("restore", help="restore a stored student into its output folder, else run COMMAND",
-                       usage="python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [-- COMMAND ...]")
+                       usage="python -m distdyn.store restore ENTRY --out DIR [--teacher CKPT] [--threads N --gpu G] "
+                             "[-- COMMAND ...]")
     r.add_argument("entry", help="the student's entry folder (entry_dir)")
     r.add_argument("--out", required=True, help="the student's output folder")
     r.add_argument("--teacher", help="the student's teacher checkpoint: restored only if the entry was distilled "
                                      "from a checkpoint with the same content")
     r.add_argument("--ready", help="without COMMAND: the group job's status file of this student, removed when "
                                    "nothing is stored, so that the next run trains the student in its group job")
+    r.add_argument("--threads", type=int, help="the training command's CPU threads: an entry computed on the CPU "
+                                               "with another count is not restored when this job trains on the CPU")
+    r.add_argument("--gpu", type=int, default=0, help="GPUs granted to the training command (0: CPU)")
     args = p.parse_args(argv)
     teacher = checkpoint_digest(args.teacher) if args.teacher and record(args.entry) else None  # only if needed
-    status = restore(args.entry, args.out, teacher)
+    device = None
+    if args.threads is not None:  # the training command's device, known only by importing torch: asked if needed
+        from .jobenv import granted_device
+
+        device = (lambda: granted_device(args.gpu)) if args.gpu else "cpu"
+    status = restore(args.entry, args.out, teacher, device, args.threads)
     if status == NOT_STORED and command:
         print(f"{stamp()} nothing stored for this student ({args.entry}): training it here", file=sys.stderr,
               flush=True)

@@ -49,6 +49,8 @@ from .members import (build_member, checkpoint_dict, load_shared_teacher, model_
 from .models import atomic_save, create_model, load_checkpoint, state_dict_of
 from .runtime import log, make_runtime, run_header, seed_everything
 from .segments import SEGMENT_END, TERMINATED, Attempts, Deadline, SegmentEnd, job_end_time
+from .requests import rank_threads
+from .schema import tuned
 from .store import job_key
 
 
@@ -127,12 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", help="resume-state file, outside the outputs")
     p.add_argument("--gpu", type=int, default=0, help="GPUs granted to this job (0: CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    # Tuning that changes no number but the CPU's (distdyn.schema.TUNING): not in the rules' params, so that
+    # changing it re-runs nothing; the CPU thread count is recorded with a run's resume state instead.
     p.add_argument("--threads", type=int, help="CPU threads (default: the spec's train.threads)")
     p.add_argument("--attempt", type=int, default=0, help="Snakemake's attempt of this job (retries: segments)")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the spec's data.num_workers)")
+    p.add_argument("--data-root", help="the data folder (default: the spec's data.root)")
     args = p.parse_args(argv)
+    data = {"root": args.data_root or None, "num_workers": args.num_workers}
+    # --threads: the CPUs the job got on this node; each of its processes takes its share less its loader workers
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if (args.group is None) == (args.spec is None) or (args.spec is not None and args.out is None):
         p.error("give --spec and --out, or --group")
     members = read_spec(args.group) if args.group is not None else None
+    if args.threads and members:
+        args.threads = rank_threads(args.threads, processes, tuned(members[0]["spec"], None, **data)["data"])
     attempts = Attempts(attempt_record(args.resume, members) if int(os.environ.get("RANK", 0)) == 0 else None)
     if args.attempt and (reason := attempts.begin(args.attempt)):
         log(f"error: {reason}")
@@ -142,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if members is not None:
             run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,
-                      device=args.device, threads=args.threads, deadline=deadline, attempts=attempts)
+                      device=args.device, threads=args.threads, data=data, deadline=deadline, attempts=attempts)
             return 0
         spec = read_spec(args.spec)
-        params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it, before --threads
+        params_spec = copy.deepcopy(spec)  # the key is of the spec as the job's params hold it
+        spec = tuned(spec, args.threads, **data)
         if args.threads:
-            spec["train"]["threads"] = args.threads
+            spec["train"]["threads"] = rank_threads(args.threads, processes, spec["data"])
         run(spec, args.out, teacher_path=args.teacher, resume_path=args.resume,
             gpu=args.gpu, device=args.device, code=args.code, key_spec=params_spec, deadline=deadline,
             attempts=attempts)

@@ -7,10 +7,12 @@ rule select_probe:
         ENV
     params:
         code=code_fingerprint("distdyn.activations"),
-        data=as_json(config["data"]),
+        data=as_json(DATA_SPEC),
         probe=as_json(config["probe"]),
     shell:
-        "python -m distdyn.activations probe --data {params.data:q} --probe {params.probe:q} --out {output} > {log} 2>&1"
+        "python -m distdyn.activations probe --data {params.data:q} "
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS '
+        "--probe {params.probe:q} --out {output} > {log} 2>&1"
 
 
 DUMP_SHELL = (
@@ -18,6 +20,7 @@ DUMP_SHELL = (
     "python -m distdyn.activations dump {input.checkpoints} --out {output} --model-names {params.names} "
     "--checkpoint-labels {params.checkpoints} "
     "--role {params.role} --setting {params.setting} --seed {params.seed} --data {params.data:q} "
+    '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS '
     "--dump {params.dump:q} --probe-file {input.probe} --probe-mode {params.probe_mode} --gpu {resources.gpu} "
     "> {log} 2>&1"
 )
@@ -46,7 +49,7 @@ rule dump_model_activations:
         role=lambda w: model_role(w.model),
         setting=lambda w: w.model,
         seed=lambda w: config["teacher"]["seed"] if w.model == "teacher" else 0,
-        data=as_json(config["data"]),
+        data=as_json(DATA_SPEC),
         dump=as_json(config["dump"]),
         probe_mode=config["probe"]["mode"],
     shell:
@@ -76,7 +79,7 @@ rule dump_activations:
         role="student",
         setting=lambda w: w.setting,
         seed=lambda w: w.seed,
-        data=as_json(config["data"]),
+        data=as_json(DATA_SPEC),
         dump=as_json(config["dump"]),
         probe_mode=config["probe"]["mode"],
     shell:

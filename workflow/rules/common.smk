@@ -21,6 +21,8 @@ from distdyn.config import (  # noqa: E402
     _data_and_models,
     check_config,
     checkpoint_epochs,
+    data_environment,
+    run_spec,
     setting_names,
     student_spec,
     teacher_spec,
@@ -47,8 +49,13 @@ EXTRA_MODELS = {m["name"]: m for m in config["extra_models"]}
 MODELS = (["teacher"] if SETTINGS else []) + list(EXTRA_MODELS)
 SEEDS = [int(s) for s in config["seeds"]]
 _, DATA_INFO, _SHAPES = _data_and_models(config)
-TEACHER_SPEC = teacher_spec(config)
-STUDENT_SPECS = {(s, seed): student_spec(config, s, seed, _SHAPES) for s in SETTINGS for seed in SEEDS}
+# The specs as the jobs' params hold them: no CPU threads, loader workers or data path (the data's content
+# digest instead), which the jobs get as flags from {threads} and from their environment, as PATH and
+# PYTHONPATH (export_environment): changing those re-runs nothing.
+TEACHER_SPEC = run_spec(teacher_spec(config))
+STUDENT_SPECS = {(s, seed): run_spec(student_spec(config, s, seed, _SHAPES)) for s in SETTINGS for seed in SEEDS}
+DATA_SPEC = run_spec({"data": config["data"]})["data"]
+os.environ.update(data_environment(config["data"]))
 TEACHER_EPOCHS = checkpoint_epochs(config["teacher"]["train"])
 STUDENT_CKPTS = [f"epoch_{e}" for e in checkpoint_epochs(config["student"]["train"])] + ["final"]
 RES = config["resources"]

@@ -54,7 +54,8 @@ rule pretrain_teacher:
         "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
-        "--attempt {resources.attempt} >> {log} 2>&1"
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
+        ">> {log} 2>&1"
 
 
 rule distill_group:
@@ -87,7 +88,8 @@ rule distill_group:
         "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
         "--store {params.store} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
-        "--attempt {resources.attempt} >> {log} 2>&1"
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
+        ">> {log} 2>&1"
 
 
 rule distill_student:
@@ -124,11 +126,12 @@ rule distill_student:
         gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
         "[ {resources.attempt} -gt 1 ] || : > {log}; "
-        "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} -- "
-        "python -m distdyn.slots {resources.gpu} -- "
+        "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} --threads {threads} "
+        "--gpu {params.gpus} -- python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
-        "--attempt {resources.attempt} >> {log} 2>&1"
+        '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
+        ">> {log} 2>&1"
 
 
 # A student that trained in its seed's group job: its files are copied from the store (a reflink or a
