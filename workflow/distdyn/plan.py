@@ -70,8 +70,9 @@ def plan_jobs(dag, g: dict) -> list[Job]:
         res = j.resources
         gpu = int(res.get("gpu", 0) or 0)
         nodes = int(res.get("nodes", 1) or 1)
-        if not gpu and "gres" in res:  # a multi-node job asks GPUs per node (gres=gpu:G)
-            gpu = nodes * int(str(res["gres"]).rsplit(":", 1)[-1])
+        gres = res.get("gres")
+        if not gpu and gres:  # a multi-node job asks GPUs per node (gres=gpu:G)
+            gpu = nodes * int(str(gres).rsplit(":", 1)[-1])
         request = training_request(j.rule.name, dict(j.wildcards), g)
         job = Job(j.rule.name, dict(j.wildcards), gpu, nodes, int(j.threads), int(res.get("mem_mb", 0) or 0),
                   int(res.get("runtime", 0) or 0), estimate_minutes(j.rule.name, g, request),
@@ -236,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data_size:
         resize_data(*args.data_size)
-    jobs, disk = plan(args.configfile, parse_config(args.config), Path(args.snakefile).resolve(), args.forceall)
+    try:
+        overrides = parse_config(args.config)
+    except ValueError as e:
+        p.error(f"--config: {e}")
+    jobs, disk = plan(args.configfile, overrides, Path(args.snakefile).resolve(), args.forceall)
     if args.json:
         import dataclasses
         import json

@@ -390,6 +390,13 @@ TEACHER_REQUEST = train_request(config, "teacher", DATA_INFO)
 GROUP_REQUEST = train_request(config, "student", DATA_INFO, [True] * max(len(SHARED_SETTINGS), 1))
 
 
+def retries(n):
+    """A training job's Snakemake retries: taken by the Snakemake that submits it (each attempt a job of its own,
+    under SLURM a new allocation); none inside a SLURM job (remote execution), whose Snakemake would otherwise
+    retry within the allocation that is about to end."""
+    return 0 if workflow.remote_exec else n
+
+
 def within_limit(minutes):
     """A runtime request no longer than the cluster's limit (resources.max_runtime)."""
     return minutes if RES["max_runtime"] is None else min(minutes, RES["max_runtime"])

@@ -33,7 +33,7 @@ rule pretrain_teacher:
         "results/logs/pretrain_teacher.log",
     benchmark:
         "results/benchmarks/pretrain_teacher.tsv"
-    retries: TEACHER_REQUEST.retries
+    retries: retries(TEACHER_REQUEST.retries)
     conda:
         ENV
     threads: TEACHER_REQUEST.cpus
@@ -68,7 +68,7 @@ rule distill_group:
         "results/logs/distill_group/seed_{seed}.log",
     benchmark:
         "results/benchmarks/distill_group/seed_{seed}.tsv"
-    retries: GROUP_REQUEST.retries
+    retries: retries(GROUP_REQUEST.retries)
     conda:
         ENV
     threads: GROUP_REQUEST.cpus
@@ -105,7 +105,7 @@ rule distill_student:
         "results/benchmarks/distill_student/{setting}_seed_{seed}.tsv"
     wildcard_constraints:
         setting=alternatives([s for s in SETTINGS if s not in SHARED_SETTINGS]),
-    retries: max([student_request(s).retries for s in SETTINGS], default=0)
+    retries: retries(max([student_request(s).retries for s in SETTINGS], default=0))
     conda:
         ENV
     threads: lambda w: student_request(w.setting).cpus
