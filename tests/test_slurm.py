@@ -348,6 +348,12 @@ def _requeue_once(wd: Path, proc: subprocess.Popen, after_epochs: int) -> str | 
             job = next((line.split()[0] for line in running if "rule_pretrain_teacher" in line), None)
             if job:
                 subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+                # SLURM holds a requeued batch job for about two minutes (EligibleTime); release it at once
+                for _ in range(60):
+                    if _scontrol_job(job).get("JobState") == "PENDING":
+                        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+                        break
+                    time.sleep(0.5)
                 return job
         time.sleep(0.5)
     return None

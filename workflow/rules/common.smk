@@ -351,6 +351,13 @@ def student_resume(setting, seed):
     return f"results/.resume/students/{setting}_seed_{seed}.pt"
 
 
+def attempts_log(resume):
+    """Where a training job's attempts write their log lines, one after the other (Snakemake deletes a job's
+    log before each attempt); a finished job's log gets them all. Beside the resume state, but not named
+    like its files (`<stem>.*`), which a finished run clears."""
+    return resume.removesuffix(".pt") + "-attempts.log"
+
+
 def student_entry(setting, seed):
     from distdyn.store import entry_dir
 

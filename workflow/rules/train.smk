@@ -20,8 +20,8 @@ rule fetch_weights:
         "python -m distdyn.models fetch {params.source} {params.shape} --out {output} > {log} 2>&1"
 
 
-# Training jobs: a first attempt starts the log, a retry (the next segment under a time limit, or after a
-# preemption: distdyn.segments) appends to it and resumes from the saved state.
+# Training jobs: each attempt (the next segment under a time limit, or a retry after a preemption:
+# distdyn.segments) resumes from the saved state; their logs add up, and a finished job's log holds them all.
 rule pretrain_teacher:
     input:
         checkpoint=[TEACHER_SPEC["checkpoint"]] if TEACHER_SPEC["checkpoint"] else [],
@@ -50,12 +50,14 @@ rule pretrain_teacher:
         gpus=lambda w, resources: granted_gpus(config["teacher"]["train"], resources),
         out=lambda w, output: os.path.dirname(output.final),
         resume="results/.resume/teacher.pt",
+        history=attempts_log("results/.resume/teacher.pt"),
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
+        "mkdir -p $(dirname {params.history}); [ {resources.attempt} -gt 1 ] || : > {params.history}; "
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        ">> {log} 2>&1"
+        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
 
 
 rule distill_group:
@@ -82,14 +84,16 @@ rule distill_group:
         code=code_fingerprint("distdyn.train"),
         members=lambda w: as_json(group_members(w.seed)),
         store=STUDENT_STORE,
+        history=lambda w: attempts_log(f"results/.resume/students/group_seed_{w.seed}.pt"),
         launch=lambda w, threads: launcher(config["student"]["train"], threads),
         gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; python -m distdyn.slots {resources.gpu} -- "
+        "mkdir -p $(dirname {params.history}); [ {resources.attempt} -gt 1 ] || : > {params.history}; "
+        "python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
         "--store {params.store} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        ">> {log} 2>&1"
+        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
 
 
 rule distill_student:
@@ -122,16 +126,17 @@ rule distill_student:
         teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
         out=lambda w, output: os.path.dirname(output.final),
         resume=lambda w: student_resume(w.setting, w.seed),
+        history=lambda w: attempts_log(student_resume(w.setting, w.seed)),
         launch=lambda w, threads: launcher(config["student"]["train"], threads),
         gpus=lambda w, resources: granted_gpus(config["student"]["train"], resources),
     shell:
-        "[ {resources.attempt} -gt 1 ] || : > {log}; "
+        "mkdir -p $(dirname {params.history}); [ {resources.attempt} -gt 1 ] || : > {params.history}; "
         "python -m distdyn.store restore {params.entry} --out {params.out} {params.teacher} --threads {threads} "
         "--gpu {params.gpus} -- python -m distdyn.slots {resources.gpu} -- "
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        ">> {log} 2>&1"
+        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
 
 
 # A student that trained in its seed's group job: its files are copied from the store (a reflink or a
