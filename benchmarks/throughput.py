@@ -71,10 +71,11 @@ def main() -> None:
     info = data_info(cfg["data"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = device.type == "cuda"
-    rates = {}
+    rates, threads = {}, {}
     for role in ("student", "teacher"):
         train = cfg[role]["train"]
         torch.set_num_threads(train["threads"])
+        threads[role] = train["threads"]
         model = create_model(cfg[role], info.num_classes, info.in_chans, device)
         size = (info.in_chans, info.img_size, info.img_size)
         batch, eval_batch = max(train["batch_size"] // train["gpus"], 1), train["eval_batch_size"]
@@ -83,7 +84,8 @@ def main() -> None:
         rates[f"{role}_step"] = step_rate(model, x, y, args.steps, device, amp)
         forward = "student_eval" if role == "student" else "teacher_forward"
         rates[forward] = forward_rate(model, xe, args.steps, device, amp)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else \
+        f"CPU, student {threads['student']} / teacher {threads['teacher']} threads (train.threads)"
     print(f"# {name}; torch {torch.__version__}; eager; {', '.join(args.configfile)}")
     print("throughput:")
     for key in ("student_step", "student_eval", "teacher_forward", "teacher_step"):
