@@ -35,6 +35,20 @@ UNAVAILABLE = 3  # up.sh's exit status when SLURM cannot be installed or run her
 # other: about 3 min more); the multi-node job takes both nodes.
 NODES, FAKE_GPUS = 2, 1
 SETTINGS = ("baseline", "logit", "spectral_last")
+# The paper preset (presets/imagenet_paper.yaml, submitted by its header's SLURM command) at the tiny config's
+# sizes: its recipe and structure (the teacher's and students' train sections, the distillation weights, a
+# shared teacher forward), on synthetic data, a few epochs and 3 settings, in eager fp32 on the CPU.
+SIZES = {"data": {**TINY["data"], "root": None, "img_size": None, "num_workers": 0,
+                  "augment": {"timm": False, "hflip": False, "auto_augment": None, "re_prob": 0.0}},
+         "probe": TINY["probe"],
+         "teacher": {**TINY["teacher"], "pretrained": False,
+                     "train": {**TINY["teacher"]["train"], "eval_batch_size": 64}},
+         "student": {**TINY["student"], "train": {**TINY["student"]["train"], "eval_batch_size": 64, "warmup_epochs": 1,
+                                                  "amp": "off", "compile": "off", "gpus": 1}},
+         "settings": [s for s in TINY["settings"] if s["name"] in SETTINGS],
+         "metrics": {"threads": 1, "bootstrap": 20},
+         "resources": {"dump_mem_mb": 2000, "dump_runtime": 30}}
+PAPER_SLURM = next(c for w, c in documented_commands() if w == "presets/imagenet_paper.yaml" and "--profile" in c)
 # Up to the tables the comparison needs: every GPU rule, fewer sequential SLURM steps than `all`.
 TARGETS = ("results/metrics/layers.csv", "results/metrics/accuracy.csv")
 # GPU rule -> its SLURM log directories (wildcards joined by "_", as the plugin names them)
@@ -103,18 +117,27 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
-    """The same tiny config run locally (--cores 2) and through SLURM (--profile profiles/slurm)."""
-    config = copy.deepcopy(TINY)
-    config["settings"] = [s for s in config["settings"] if s["name"] in SETTINGS]
-    local = make_workdir(tmp_path_factory.mktemp("local"), config)
-    slurm = make_workdir(tmp_path_factory.mktemp("slurm"), config)
+    """The paper preset with the size overlay, submitted by its header's SLURM command (the targets first, the
+    overlay after its config files), and run locally (--cores 2) with the same config files."""
+    import shutil
+
+    import yaml
+
+    local = make_workdir(tmp_path_factory.mktemp("local"), {})
+    slurm = make_workdir(tmp_path_factory.mktemp("slurm"), {})
+    for wd in (local, slurm):
+        shutil.copytree(ROOT / "presets", wd / "presets")
+        (wd / "imagenet_paths.yaml").write_text("data: {root: data/imagenet}\n")
+        (wd / "sizes.yaml").write_text(yaml.safe_dump(SIZES))
     assert (slurm / "profiles/slurm/config.yaml").is_file()
+    argv = command_argv(PAPER_SLURM)  # [python, -m, snakemake, --profile, profiles/slurm, --configfile, ...]
+    files = argv[argv.index("--configfile"):] + ["sizes.yaml"]
 
     t0 = time.monotonic()
     deadline = t0 + RUN_TIMEOUT
-    local_proc = _start_snakemake(local, "--cores", "2", *TARGETS)
+    local_proc = _start_snakemake(local, *TARGETS, "--cores", "2", *files)
     try:
-        slurm_proc = _start_snakemake(slurm, "--profile", "profiles/slurm", "--verbose", *TARGETS)
+        slurm_proc = _start_snakemake(slurm, *TARGETS, *argv[3:], "sizes.yaml", "--verbose")
         slurm_rc = _wait(slurm_proc, slurm, deadline)
     finally:
         local_rc = _wait(local_proc, local, deadline)
