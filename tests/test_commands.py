@@ -103,7 +103,8 @@ def test_paper_preset_plans_eight_students_on_eight_gpus(workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert pairs["vitkd"] == [[0, 0], [1, 1], [11, 23]]
-    assert out.count("localrule restore_student:") == 8 and out.count("rule dump_activations:") == 8
+    assert len(re.findall(r"^(?:local)?rule restore_student:", out, re.M)) == 8
+    assert out.count("rule dump_activations:") == 8
     assert out.count("rule fetch_weights:") == 1
     assert re.search(r"torch\.distributed\.run --standalone --nproc_per_node=8 -m distdyn\.train", out)
     assert "gpu=8" in out.replace(" ", "")

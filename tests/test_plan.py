@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, documents, job_env, make_workdir
+from helpers import ROOT, documents, job_env, make_workdir, two_at_a_time
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,15 @@ def test_the_documents_show_plans_of_the_paper_study():
     assert any("share_teacher: false" in c for c in commands)
 
 
+@pytest.fixture(scope="module")
+def plans(workdir):
+    """Each documented plan's run, two at a time (each is mostly one process building the DAG)."""
+    return two_at_a_time(lambda c: run_plan(workdir, c), [c for _, c, _ in PLANS])
+
+
 @pytest.mark.parametrize("where, command, shown", PLANS, ids=[c[-60:] for _, c, _ in PLANS])
-def test_a_documented_plan_prints_what_the_document_shows(workdir, where, command, shown):
-    proc = run_plan(workdir, command)
+def test_a_documented_plan_prints_what_the_document_shows(plans, where, command, shown):
+    proc = plans[command]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == shown.strip(), f"{where}: `{command}` now prints:\n{proc.stdout}"
 

@@ -280,7 +280,8 @@ def test_outputs_edited_in_place_leave_the_store_intact_and_are_restored_from_it
 
 def test_share_teacher_off_trains_every_student_in_its_own_job(tmp_path):
     workdir = make_workdir(tmp_path, {**TINY, "student": {**TINY["student"], "share_teacher": False}})
-    assert _planned(workdir) == {**{k: v for k, v in ALL_JOBS.items() if k != "distill_group"}, "build_kernels": 1}
+    assert _planned(workdir) == {**{k: v for k, v in ALL_JOBS.items() if k not in ("distill_group", "restore_student")},
+                                 "distill_student": 4, "build_kernels": 1}
     out = snakemake(workdir, "-n", "-p", "--cores", "2").stdout
     assert "--group" not in out and "results/students/shared" not in out
 
@@ -413,7 +414,8 @@ def test_fresh_clone_with_the_finished_results_plans_nothing(finished_run, tmp_p
     # the method registry is the engine's (and the claims'): all the training; a method's module only its settings
     # (methods/spectral.py: test_method_change_reruns_its_setting_and_the_reason_names_the_file)
     ("methods/__init__.py", {k: v for k, v in ALL_JOBS.items() if k != "select_probe"}),
-    ("methods/none.py", {**{k: v for k, v in ONE_STUDENT.items() if k != "distill_group"}, **AGGREGATES}),
+    ("methods/none.py", {**{k: v for k, v in ONE_STUDENT.items() if k not in ("distill_group", "restore_student")},
+                         "distill_student": 1, **AGGREGATES}),
 ])
 def test_behavioural_code_change_reruns_what_runs_that_code(code_run, changed, planned):
     path = code_run / "workflow" / "distdyn" / changed

@@ -349,7 +349,7 @@ def subset_seed(cfg: dict, train: bool) -> int:
 def subset_of(folder, cfg: dict, train: bool):
     """`folder` (an ImageFolder) cut to data.train_subset / val_subset images, the class-balanced seeded
     choice the in-memory sources make (balanced_subset), in file order; unchanged without a subset."""
-    n = cfg["train_subset" if train else "val_subset"]
+    n = cfg.get("train_subset" if train else "val_subset")
     if not n or n >= len(folder.samples):
         return folder
     idx = balanced_subset(np.asarray(folder.targets), n, subset_seed(cfg, train))

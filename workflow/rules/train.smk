@@ -57,7 +57,7 @@ rule pretrain_teacher:
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
+        "2>&1 | (trap '' TERM; exec tee -a {params.history}) > {log}; cp {params.history} {log}"
 
 
 rule distill_group:
@@ -93,7 +93,7 @@ rule distill_group:
         "{params.launch} distdyn.train --group {params.members:q} --teacher {input.teacher} "
         "--store {params.store} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
+        "2>&1 | (trap '' TERM; exec tee -a {params.history}) > {log}; cp {params.history} {log}"
 
 
 rule distill_student:
@@ -136,7 +136,7 @@ rule distill_student:
         "{params.launch} distdyn.train --spec {params.spec:q} --out {params.out} {params.teacher} "
         "--resume {params.resume} --code {params.code:q} --gpu {params.gpus} --threads {threads} "
         '--data-root "$DISTDYN_DATA_ROOT" --num-workers $DISTDYN_NUM_WORKERS --attempt {resources.attempt} '
-        "2>&1 | tee -a {params.history} > {log}; cp {params.history} {log}"
+        "2>&1 | (trap '' TERM; exec tee -a {params.history}) > {log}; cp {params.history} {log}"
 
 
 # A student that trained in its seed's group job: its files are copied from the store (a reflink or a
@@ -162,6 +162,8 @@ rule restore_student:
         ENV
     params:
         code=code_fingerprint("distdyn.store"),
+        # the code the stored run was trained with: a changed method names its file in the rerun's reason
+        trained_with=lambda w: student_code(w.setting),
         entry=lambda w: student_entry(w.setting, w.seed),
         out=lambda w, output: os.path.dirname(output.final),
     shell:
