@@ -4,6 +4,7 @@ folders, checkpoints) and readers of what runs write.
 Tests import it as `helpers`: pyproject's `[tool.pytest.ini_options] pythonpath` puts tests/ (and
 workflow/, for distdyn) on sys.path.
 """
+import copy
 import gzip
 import json
 import math
@@ -188,6 +189,25 @@ def train_teacher(cfg: dict, out: Path, epochs: int | None = None) -> Path:
 
 
 TIMING = ("seconds", "images_per_s")  # the log keys that differ between two identical runs
+
+
+def student_reference(raw: dict, tmp: Path, setting: str = "spectral_last") -> tuple[dict, Path]:
+    """`setting`'s seed-0 spec of the config `raw`, and its teacher trained into tmp/teacher; the student trained
+    without interruption into tmp/reference (what a killed, resumed or segmented run must end equal to)."""
+    from distdyn import train
+    from distdyn.config import load_config, student_spec
+
+    cfg = load_config(copy.deepcopy(raw))
+    teacher = train_teacher(cfg, tmp / "teacher")
+    spec = student_spec(cfg, setting, 0)
+    train.run(spec, tmp / "reference", teacher_path=str(teacher))
+    return spec, teacher
+
+
+def train_command(spec: dict, out: Path, teacher: Path, resume: Path) -> list[str]:
+    """`python -m distdyn.train` of one student with a resume file, as its rule runs it."""
+    return [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(out),
+            "--teacher", str(teacher), "--resume", str(resume)]
 
 
 def log_lines(path: Path, drop=()) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 from distdyn import train
 from distdyn.config import load_config, student_spec
 from distdyn.resume import Resume
-from helpers import TIMING, TINY, log_lines, package_env, same_weights, train_teacher
+from helpers import TIMING, TINY, log_lines, package_env, same_weights, student_reference, train_command
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +22,9 @@ def slow_setup(tmp_path_factory):
     raw = copy.deepcopy(TINY)
     raw["data"]["synthetic"]["size"] = 3000
     raw["student"]["train"].update(epochs=5, checkpoint_every=2)
-    cfg = load_config(raw)
     tmp = tmp_path_factory.mktemp("resume")
-    teacher = train_teacher(cfg, tmp / "teacher")
-    spec = student_spec(cfg, "spectral_last", 0)
-    train.run(spec, tmp / "reference", teacher_path=str(teacher))
+    spec, _ = student_reference(raw, tmp)
     return spec, tmp
-
-
-def _cmd(spec, out, teacher, resume):
-    return [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(out),
-            "--teacher", str(teacher), "--resume", str(resume)]
 
 
 def _kill_after(cmd, log: Path, epochs: int, sig: int) -> int:
@@ -54,7 +46,7 @@ def _kill_after(cmd, log: Path, epochs: int, sig: int) -> int:
 def test_killed_run_resumes_to_identical_weights(slow_setup, sig):
     spec, tmp = slow_setup
     out, resume = tmp / f"killed_{sig}", tmp / f"resume_{sig}" / "state.pt"
-    cmd = _cmd(spec, out, tmp / "teacher" / "final.pt", resume)
+    cmd = train_command(spec, out, tmp / "teacher" / "final.pt", resume)
     rc = _kill_after(cmd, out / "log.jsonl", 3, sig)
     assert rc != 0
     assert resume.is_file() and not (out / "final.pt").exists()
@@ -82,7 +74,8 @@ def test_killed_run_rerun_with_another_teacher_starts_from_scratch(slow_setup):
 
     spec, tmp = slow_setup
     out, resume, teacher = tmp / "killed_other_teacher", tmp / "resume_other_teacher" / "state.pt", tmp / "teacher"
-    assert _kill_after(_cmd(spec, out, teacher / "final.pt", resume), out / "log.jsonl", 2, signal.SIGKILL) != 0
+    killed = _kill_after(train_command(spec, out, teacher / "final.pt", resume), out / "log.jsonl", 2, signal.SIGKILL)
+    assert killed != 0
     assert resume.is_file()
     ckpt = load_checkpoint(teacher / "final.pt")
     other = tmp / "other_teacher" / "final.pt"
@@ -91,7 +84,7 @@ def test_killed_run_rerun_with_another_teacher_starts_from_scratch(slow_setup):
     for p in out.glob("*"):
         p.unlink()
     # The rerun starts at epoch 1 (resumed, it would start at 3); one epoch is enough to tell.
-    rerun = subprocess.Popen(_cmd(spec, out, other, resume), env=package_env(), stdout=subprocess.DEVNULL,
+    rerun = subprocess.Popen(train_command(spec, out, other, resume), env=package_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     log = out / "log.jsonl"

@@ -1,17 +1,14 @@
 """Training longer than a job may run (distdyn.segments): a job stops before its time limit, the next
 attempt resumes, the weights equal an uninterrupted run's; a retry after an error stops at once."""
-import json
+import copy
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from distdyn import train
-from distdyn.config import load_config, student_spec
 from distdyn.segments import MARGIN_S, SEGMENT_END, Attempts, Deadline, parse_time
-from helpers import TINY, log_lines, package_env, same_weights, train_teacher
+from helpers import TINY, log_lines, package_env, same_weights, student_reference, train_command
 
 
 def test_end_times_in_slurm_and_epoch_form():
@@ -70,13 +67,10 @@ def test_a_retry_goes_on_after_a_segment_or_a_signal_and_stops_after_an_error(tm
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    raw = json.loads(json.dumps(TINY))
+    raw = copy.deepcopy(TINY)
     raw["student"]["train"].update(epochs=3, checkpoint_every=2)
-    cfg = load_config(raw)
     tmp = tmp_path_factory.mktemp("segments")
-    teacher = train_teacher(cfg, tmp / "teacher")
-    spec = student_spec(cfg, "spectral_last", 0)
-    train.run(spec, tmp / "reference", teacher_path=str(teacher))
+    spec, teacher = student_reference(raw, tmp)
     return spec, teacher, tmp
 
 
@@ -91,8 +85,7 @@ def test_a_run_under_a_time_limit_finishes_in_segments_with_the_weights_of_one_r
     stops before the limit; three attempts make the three epochs, bit-identical to the uninterrupted run."""
     spec, teacher, tmp = setup
     out, resume = tmp / "segmented", tmp / "resume" / "state.pt"
-    cmd = [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(out),
-           "--teacher", str(teacher), "--resume", str(resume)]
+    cmd = train_command(spec, out, teacher, resume)
     codes = []
     for attempt in range(1, 7):
         proc = _attempt(cmd, attempt, end=time.time())
@@ -114,8 +107,7 @@ def test_a_run_under_a_time_limit_finishes_in_segments_with_the_weights_of_one_r
 def test_a_retry_after_an_error_stops_at_once_with_that_error(setup, tmp_path):
     spec, _, tmp = setup
     missing = tmp_path / "no_teacher.pt"
-    cmd = [sys.executable, "-m", "distdyn.train", "--spec", json.dumps(spec), "--out", str(tmp_path / "out"),
-           "--teacher", str(missing), "--resume", str(tmp_path / "state.pt")]
+    cmd = train_command(spec, tmp_path / "out", missing, tmp_path / "state.pt")
     first = _attempt(cmd, 1, None)
     assert first.returncode == 1 and "no_teacher.pt" in first.stderr
     t0 = time.monotonic()

@@ -191,8 +191,7 @@ def train_members(members: list[Member], teacher, batches: Batches, gen, rt: Run
         if deadline is not None:
             deadline.record(time.perf_counter() - started)
         if progress is not None and rt.main:
-            progress(min(m.state.epoch for m in members if m.error is None) if any(m.error is None for m in members)
-                     else e + 1)
+            progress(min((m.state.epoch for m in members if m.error is None), default=e + 1))
     if rt.main:
         for m in members:
             if m.error is None:

@@ -41,10 +41,14 @@ def images_per_second(res: dict, data_cfg: dict, per_image_seconds: float) -> fl
     """One process's rate for work of `per_image_seconds` per image on its device, capped by what its loader
     workers can decode (an ImageFolder read by fewer workers than the device needs is loader-bound)."""
     rate = 1.0 / per_image_seconds
-    workers = loader_workers(data_cfg)
-    if data_cfg["source"] == "imagefolder":
-        rate = min(rate, max(workers, 1) * res["throughput"]["loader_worker"])  # 0 workers: the main process
-    return rate
+    if data_cfg["source"] != "imagefolder":
+        return rate
+    return min(rate, max(loader_workers(data_cfg), 1) * res["throughput"]["loader_worker"])  # 0: the main process
+
+
+def within_limit(minutes: int, res: dict) -> int:
+    """A runtime request no longer than the cluster's limit (resources.max_runtime)."""
+    return minutes if res["max_runtime"] is None else min(minutes, res["max_runtime"])
 
 
 def train_minutes(cfg: dict, role: str, info, students: list[bool] | None = None) -> float:
@@ -87,7 +91,7 @@ def train_request(cfg: dict, role: str, info, students: list[bool] | None = None
     if limit is not None:
         # each segment starts up again; the rest of it trains (config.check_config: limit > startup_minutes)
         segments = max(1, math.ceil((runtime - res["startup_minutes"]) / (limit - res["startup_minutes"])))
-        runtime, retries = min(runtime, limit), segments - 1 + res["extra_attempts"]
+        runtime, retries = within_limit(runtime, res), segments - 1 + res["extra_attempts"]
     extra = (members - 1) * res["group_member_mem_mb"]  # each further student's model, optimizer and loss state
     if res["train_mem_mb"] is not None:
         mem = res["train_mem_mb"] + extra

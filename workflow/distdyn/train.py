@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {reason}")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: _terminated(attempts))
-    deadline = Deadline(job_end_time())
+    end = job_end_time()
+    deadline = Deadline(end) if end is not None else None  # without a limit, no check (nor DDP broadcast) per epoch
     try:
         if members is not None:
             run_group(members, teacher_path=args.teacher, store=args.store, code=args.code, gpu=args.gpu,

@@ -41,7 +41,7 @@ rule dump_model_activations:
     resources:
         gpu=RES["gpu"],
         mem_mb=RES["dump_mem_mb"],
-        runtime=within_limit(RES["dump_runtime"]),
+        runtime=within_limit(RES["dump_runtime"], RES),
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: w.model,
@@ -71,7 +71,7 @@ rule dump_activations:
     resources:
         gpu=RES["gpu"],
         mem_mb=RES["dump_mem_mb"],
-        runtime=within_limit(RES["dump_runtime"]),
+        runtime=within_limit(RES["dump_runtime"], RES),
     params:
         code=code_fingerprint("distdyn.activations"),
         names=lambda w: " ".join(f"{w.setting}/seed_{w.seed}/{c}" for c in STUDENT_CKPTS),

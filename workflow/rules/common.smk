@@ -13,7 +13,7 @@ PKG_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PKG_DIR))
 
 from distdyn.jobenv import export_environment  # noqa: E402
-from distdyn.requests import train_request  # noqa: E402
+from distdyn.requests import train_request, within_limit  # noqa: E402
 from distdyn.errors import DistdynError, error_line  # noqa: E402
 from distdyn.config import (  # noqa: E402
     PRETRAINED_TEACHER,
@@ -402,11 +402,6 @@ def retries(n):
     under SLURM a new allocation); none inside a SLURM job (remote execution), whose Snakemake would otherwise
     retry within the allocation that is about to end."""
     return 0 if workflow.remote_exec else n
-
-
-def within_limit(minutes):
-    """A runtime request no longer than the cluster's limit (resources.max_runtime)."""
-    return minutes if RES["max_runtime"] is None else min(minutes, RES["max_runtime"])
 
 
 def student_request(setting):
